@@ -1,0 +1,5 @@
+"""Placeholder: the 'boot' verb is being written."""
+
+
+def register(sub) -> None:
+    return None

@@ -1,0 +1,332 @@
+"""Settings: one TOML file, typed and validated before anything starts.
+
+The master and the ``redox-ci`` command read the same file. Every problem is
+reported at once, each naming the file and the key, so that a wrong setting
+stops the master with a sentence instead of a traceback half-way through start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SETTINGS_ENV = "REDOX_CI_SETTINGS"
+DEFAULT_SETTINGS_NAME = "settings.toml"
+
+# Nix attribute names as the flake uses them (camelCase, dashes in checks).
+ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
+SYSTEM_RE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+$")
+KNOWN_CAPABILITIES = frozenset({"kvm", "big-parallel"})
+
+DEFAULT_STAGES: dict[str, list[str]] = {
+    "host-tools": ["cookbook", "redoxfs", "installer", "fstools"],
+    "cross-system": ["relibc", "kernel", "bootloader", "base", "sysroot"],
+    "cross-userspace": [
+        "ion", "helix", "binutils", "netutils", "uutils", "redoxfsTarget", "extrautils", "sodium",
+    ],
+    "infrastructure": ["initfsTools", "bootstrap", "initfs", "diskImage"],
+}
+DEFAULT_RUNNERS = [
+    "runQemu", "runQemuGraphical", "bootTest", "runCloudHypervisor", "runCloudHypervisorNet",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_attrs(names: list[str]) -> list[str]:
+    bad = [n for n in names if not ATTR_RE.match(n)]
+    if bad:
+        raise ValueError(f"not Nix attribute names: {', '.join(map(repr, bad))}")
+    return names
+
+
+class FlakeSettings(_Section):
+    # The git repository that is polled and built. Builds always use this URL, never a
+    # repository named by a webhook payload.
+    repo: str
+    branches: list[str] = ["main"]
+    # Seconds between polls of the repository; GitHub's webhook makes this a fallback.
+    poll_interval: int = Field(default=300, ge=5)
+    systems: list[str] = ["x86_64-linux", "aarch64-linux"]
+
+    @field_validator("systems")
+    @classmethod
+    def _systems(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not SYSTEM_RE.match(s)]
+        if bad or not v:
+            raise ValueError(f"systems must be like 'x86_64-linux', got {v!r}")
+        return v
+
+
+class PlanSettings(_Section):
+    # Ordered: the pipeline builds stage after stage in this order.
+    stages: dict[str, list[str]] = DEFAULT_STAGES
+    # Scripts that run a VM; they are not build artefacts and are not built.
+    runners: list[str] = DEFAULT_RUNNERS
+    # Packages whose tests must run: redox-ci turns doCheck on where the flake has it off.
+    checks: list[str] = ["cookbook", "redoxfs", "installer"]
+
+    @field_validator("runners", "checks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return _check_attrs(v)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for stage, attrs in v.items():
+            if not re.match(r"^[a-z][a-z0-9-]*$", stage) or stage == "other":
+                raise ValueError(f"stage name {stage!r} must be lower-case words joined by '-', not 'other'")
+            _check_attrs(attrs)
+        return v
+
+
+class WwwSettings(_Section):
+    port: int = Field(default=8010, ge=1, le=65535)
+    url: str = "http://localhost:8010/"
+    # The GitHub change hook at /change_hook/github; it needs github_webhook_secret.
+    github_webhook: bool = False
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///state.sqlite"
+
+
+class WorkerSpec(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # "local" runs inside the master process (development); "remote" connects over PB.
+    kind: Literal["local", "remote"] = "remote"
+    systems: list[str] = ["x86_64-linux"]
+    capabilities: list[str] = []
+    max_builds: int = Field(default=1, ge=1)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - KNOWN_CAPABILITIES)
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown}; known: {sorted(KNOWN_CAPABILITIES)}")
+        return v
+
+
+class WorkersSettings(_Section):
+    # A TOML inventory (see workers/inventory.toml), relative to the settings file.
+    inventory: str | None = None
+    # Port remote workers connect to.
+    port: int = Field(default=9989, ge=1, le=65535)
+    # Inline workers, used when there is no inventory file.
+    worker: list[WorkerSpec] = []
+
+
+class CacheSettings(_Section):
+    enabled: bool = False
+    bucket: str = ""
+    region: str = "us-east-1"
+    # For R2, MinIO or a local moto server; None means AWS itself.
+    endpoint_url: str | None = None
+    prefix: str = ""
+    # "name:base64" as `nix key convert-secret-to-public` prints it.
+    public_key: str = ""
+    # The file `nix key generate-secret` wrote; relative to the settings file.
+    secret_key_file: str | None = None
+    # Parallel uploads; S3 handles far more, a worker's uplink usually does not.
+    upload_parallelism: int = Field(default=8, ge=1, le=64)
+    compression: Literal["xz", "zstd", "none"] = "xz"
+
+    @model_validator(mode="after")
+    def _needs_bucket(self) -> CacheSettings:
+        if self.enabled and not self.bucket:
+            raise ValueError("cache is enabled but [cache].bucket is empty")
+        if self.enabled and not self.secret_key_file:
+            raise ValueError("cache is enabled but [cache].secret_key_file is not set")
+        return self
+
+
+class BootSettings(_Section):
+    enabled: bool = True
+    # Per-milestone timeouts in seconds, for TCG (no KVM). KVM uses kvm_timeout_factor of it.
+    timeouts: dict[str, float] = {"firmware": 60, "kernel": 120, "boot-complete": 240, "shell": 60}
+    kvm_timeout_factor: float = Field(default=0.25, gt=0, le=1)
+    memory_mb: int = Field(default=1024, ge=128)
+    cpus: int = Field(default=2, ge=1)
+    harmless: list[str] = [
+        "WARN - Failed to locate Outputs",
+        "invalid virtio register dword read: 0xc",
+        "smolnetd: no network adapter found",
+    ]
+    # Attribute holding the disk image (redox.img) in the flake.
+    image_attr: str = "diskImage"
+    bootloader_attr: str = "bootloader"
+
+
+class ReproSettings(_Section):
+    enabled: bool = True
+    # Cron-like: hour and minute (UTC) of the nightly run.
+    hour: int = Field(default=3, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+    branches: list[str] = ["main"]
+    # Attributes to compare; empty means every attribute the plan builds.
+    attrs: list[str] = []
+    # diffoscope bounds: seconds and bytes of report.
+    diffoscope_timeout: int = Field(default=600, ge=1)
+    diffoscope_max_report_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+
+class SecretsSettings(_Section):
+    # TOML file with [users], [workers], github_webhook_secret, [cache] credentials.
+    file: str = "secrets.toml"
+
+
+class Settings(_Section):
+    flake: FlakeSettings
+    plan: PlanSettings = PlanSettings()
+    www: WwwSettings = WwwSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    workers: WorkersSettings = WorkersSettings()
+    cache: CacheSettings = CacheSettings()
+    boot: BootSettings = BootSettings()
+    repro: ReproSettings = ReproSettings()
+    secrets: SecretsSettings = SecretsSettings()
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings plus where they came from, so relative paths resolve beside the file."""
+
+    settings: Settings
+    path: Path
+    workers: list[WorkerSpec] = field(default_factory=list)
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+def settings_path(explicit: str | os.PathLike | None = None, basedir: Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(SETTINGS_ENV):
+        return Path(os.environ[SETTINGS_ENV])
+    return (basedir or Path.cwd()) / DEFAULT_SETTINGS_NAME
+
+
+def _format_errors(path: Path, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        key = prefix + loc if loc else prefix.rstrip(".") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt?)"
+        lines.append(f"{path}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path, what: str) -> dict:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found (set {SETTINGS_ENV} or create it)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what} file: {e.strerror}") from None
+
+
+def parse_settings(data: dict, path: Path) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+
+
+def load_inventory(path: Path) -> list[WorkerSpec]:
+    data = _read_toml(path, "worker inventory")
+    unknown = set(data) - {"worker"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}: the inventory holds [[worker]] tables")
+    specs = []
+    for i, w in enumerate(data.get("worker", [])):
+        try:
+            specs.append(WorkerSpec.model_validate(w))
+        except ValidationError as e:
+            raise ConfigError(_format_errors(path, e, prefix=f"worker[{i}].")) from None
+    return specs
+
+
+def load_settings(path: str | os.PathLike | None = None) -> LoadedSettings:
+    p = settings_path(path).resolve()
+    settings = parse_settings(_read_toml(p, "settings"), p)
+    loaded = LoadedSettings(settings, p)
+    if settings.workers.inventory:
+        workers = load_inventory(loaded.resolve(settings.workers.inventory))
+    else:
+        workers = list(settings.workers.worker)
+    names = [w.name for w in workers]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{p}: workers: duplicate worker names {dupes}")
+    if not workers:
+        raise ConfigError(f"{p}: workers: no workers; add [[workers.worker]] or [workers].inventory")
+    return LoadedSettings(settings, p, workers)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the secrets file holds. Values are never logged or shown."""
+
+    users: dict[str, str]
+    worker_passwords: dict[str, str]
+    values: dict[str, str]  # flat: name -> value, for util.Secret lookups
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+
+SECRET_KEYS = {"users", "workers", "github_webhook_secret", "cache"}
+CACHE_SECRET_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+
+
+def load_secrets(loaded: LoadedSettings) -> Secrets:
+    path = loaded.resolve(loaded.settings.secrets.file)
+    data = _read_toml(path, "secrets")
+    errors = [f"{path}: {k}: unknown key (misspelt?)" for k in sorted(set(data) - SECRET_KEYS)]
+
+    def table(name: str) -> dict[str, str]:
+        t = data.get(name, {})
+        if not isinstance(t, dict) or not all(isinstance(v, str) for v in t.values()):
+            errors.append(f"{path}: {name}: must be a table of strings")
+            return {}
+        return t
+
+    users, workers, cache = table("users"), table("workers"), table("cache")
+    errors += [f"{path}: cache.{k}: unknown key" for k in sorted(set(cache) - CACHE_SECRET_KEYS)]
+    webhook = data.get("github_webhook_secret")
+    if webhook is not None and not isinstance(webhook, str):
+        errors.append(f"{path}: github_webhook_secret: must be a string")
+    s = loaded.settings
+    for w in loaded.workers:
+        if w.kind == "remote" and not workers.get(w.name):
+            errors.append(f"{path}: workers.{w.name}: missing password for remote worker {w.name!r}")
+    if s.www.github_webhook and not webhook:
+        errors.append(f"{path}: github_webhook_secret: missing, and [www].github_webhook is on")
+    if not users:
+        errors.append(f"{path}: users: no users; add [users] name = \"password\" to allow forcing builds")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    values = {f"worker-{k}": v for k, v in workers.items()}
+    values.update({f"cache-{k}": v for k, v in cache.items()})
+    if webhook:
+        values["github-webhook-secret"] = webhook
+    return Secrets(users=users, worker_passwords=workers, values=values)
