@@ -18,11 +18,9 @@ from .errors import RedoxCIError
 # Packages that add their own verbs through a ``register(subparsers)`` function.
 VERB_MODULES = (
     "redox_ci.plan_cli",
-    "redox_ci.build_cli",
     "redox_ci.cache.cli",
     "redox_ci.boot.cli",
     "redox_ci.repro.cli",
-    "redox_ci.local",
 )
 
 

@@ -1,0 +1,96 @@
+"""One evaluation of the flake: every package of every system, in one ``nix eval``.
+
+Evaluating attribute by attribute costs one Nix start-up and one flake fetch each;
+the Redox flake has dozens of packages per system. Instead one ``nix eval --json
+REF#packages --apply F`` call returns, per system and attribute, the derivation
+path, output paths and whether the tests run. The function F also applies the
+``doCheck`` override for host tools whose tests are off, so the derivation the
+plan names is the one that is built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from . import nix
+from .errors import FlakeError
+
+# Characters a flake reference may contain. Refs come from settings, webhooks and the
+# force form, and reach Nix as one argv element, but a ref is also embedded in logs and
+# URLs, so anything outside this set is refused rather than quoted.
+FLAKE_REF_RE = re.compile(r"^[A-Za-z0-9+:/._~@%?&=,#-]+$")
+# An evaluation that takes longer is stuck on a fetch or in infinite recursion.
+EVAL_TIMEOUT_SECONDS = 1800
+
+
+def check_flake_ref(ref: str) -> str:
+    if not ref or not FLAKE_REF_RE.match(ref) or ref.startswith("-"):
+        raise FlakeError(f"not a flake reference: {ref!r}")
+    return ref
+
+
+def nix_string(s: str) -> str:
+    """A Nix string literal for ``s``: backslash, quote and ``${`` escaped."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+
+
+# Applied to the flake's `packages` output. `params` is {systems, checks, runners}.
+APPLY_TEMPLATE = """packages: let
+  params = builtins.fromJSON PARAMS;
+  inspect = name: pkg:
+    let
+      probe = builtins.tryEval (builtins.isAttrs pkg && (pkg.type or null) == "derivation");
+      isDrv = probe.success && probe.value;
+      wantCheck = builtins.elem name params.checks;
+      doCheck = pkg.doCheck or false;
+      canForce = pkg ? overrideAttrs;
+      forced = wantCheck && !doCheck && canForce;
+      final = if forced then pkg.overrideAttrs (_: { doCheck = true; }) else pkg;
+      drv = builtins.tryEval final.drvPath;
+      outs = builtins.tryEval (map (o: { name = o; path = final.${o}.outPath; }) (final.outputs or [ "out" ]));
+    in
+      if builtins.elem name params.runners then { kind = "runner"; }
+      else if !probe.success then { kind = "eval-error"; }
+      else if !isDrv then { kind = "not-a-derivation"; }
+      else {
+        kind = "package";
+        drv = if drv.success then drv.value else null;
+        outputs = if outs.success then outs.value else [ ];
+        doCheck = doCheck == true;
+        inherit forced canForce;
+      };
+in builtins.listToAttrs (map (system: {
+  name = system;
+  value = if packages ? ${system} then builtins.mapAttrs inspect packages.${system} else null;
+}) params.systems)
+"""
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    systems: tuple[str, ...]
+    checks: tuple[str, ...]
+    runners: tuple[str, ...]
+
+
+def apply_expression(params: EvalParams) -> str:
+    payload = json.dumps({"systems": list(params.systems), "checks": list(params.checks),
+                          "runners": list(params.runners)})
+    return APPLY_TEMPLATE.replace("PARAMS", nix_string(payload))
+
+
+def eval_command(ref: str, params: EvalParams) -> list[str]:
+    return ["nix", "eval", "--json", "--no-write-lock-file", f"{check_flake_ref(ref)}#packages",
+            "--apply", apply_expression(params)]
+
+
+def evaluate(ref: str, params: EvalParams) -> dict:
+    """Run the one evaluation; return ``{system: {attr: info} | None}``."""
+    proc = nix.run(eval_command(ref, params), what=f"evaluating {ref}", error=FlakeError,
+                   timeout=EVAL_TIMEOUT_SECONDS)
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise FlakeError(f"evaluating {ref}: nix printed no JSON: {proc.stdout[:200]!r}") from None

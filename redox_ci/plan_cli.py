@@ -1,0 +1,101 @@
+"""``redox-ci plan`` and ``redox-ci build``: the faces of plan.py and build.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from . import flake as flake_mod
+from .cli import emit
+from .config import PlanSettings, SYSTEM_RE, load_settings
+from .errors import ConfigError, UsageError
+from .plan import Plan, build_plan, parse_attr_list
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="evaluate the flake once and print the jobs")
+    p.add_argument("--flake", required=True, help="flake reference, e.g. github:brittonr/redoxos-nix")
+    p.add_argument("--systems", help="comma-separated systems (default: from settings)")
+    p.add_argument("--attrs", help="only these attributes (comma or space separated)")
+    p.add_argument("--settings", help="settings file (default: $REDOX_CI_SETTINGS, else built-in stages)")
+    p.add_argument("--no-cache", action="store_true", help="do not ask the binary cache what it holds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_plan)
+
+    b = sub.add_parser("build", help="build one planned job and judge its tests")
+    b.add_argument("--drv", required=True)
+    b.add_argument("--attr", required=True)
+    b.add_argument("--system", required=True)
+    b.add_argument("--checks", action="store_true", help="the package's tests must run and pass")
+    b.add_argument("--checks-forced", action="store_true", help="redox-ci turned doCheck on")
+    b.add_argument("--flake", help="to instantiate the derivation if this store lacks it")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=run_build)
+
+
+def _settings(path: str | None):
+    if path or os.environ.get("REDOX_CI_SETTINGS"):
+        return load_settings(path)
+    return None
+
+
+def _cache_lookup(loaded):
+    cache = loaded.settings.cache if loaded else None
+    if not cache or not cache.enabled:
+        return None
+    from .cache import cached_paths
+    creds = _cache_credentials(loaded)
+    return lambda paths: cached_paths(cache, paths, credentials=creds)
+
+
+def _cache_credentials(loaded) -> dict | None:
+    from .config import load_secrets
+    try:
+        values = load_secrets(loaded).values
+    except ConfigError:
+        return None
+    creds = {k.removeprefix("cache-"): v for k, v in values.items() if k.startswith("cache-")}
+    return creds or None
+
+
+def run_plan(args) -> int:
+    loaded = _settings(args.settings)
+    plan_settings = loaded.settings.plan if loaded else PlanSettings()
+    if args.systems:
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        bad = [s for s in systems if not SYSTEM_RE.match(s)]
+        if bad or not systems:
+            raise UsageError(f"--systems: not systems: {bad or args.systems!r}")
+    else:
+        systems = list(loaded.settings.flake.systems) if loaded else ["x86_64-linux", "aarch64-linux"]
+    try:
+        only = parse_attr_list(args.attrs)
+    except ValueError as e:
+        raise UsageError(f"--attrs: {e}") from None
+    params = flake_mod.EvalParams(tuple(systems), tuple(plan_settings.checks), tuple(plan_settings.runners))
+    evaluation = flake_mod.evaluate(args.flake, params)
+    cached = None if args.no_cache else _cache_lookup(loaded)
+    plan = build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached)
+    emit(plan.to_json(), args.json, lambda _: human_plan(plan))
+    return 0
+
+
+def human_plan(plan: Plan) -> str:
+    lines = [f"plan for {plan.flake}: " + ", ".join(f"{n} {s}" for s, n in plan.summary().items())]
+    for j in plan.jobs:
+        tests = " tests" + (" (forced on)" if j.checks_forced else "") if j.checks else ""
+        why = f"  - {j.reason}" if j.reason and j.status != "build" else ""
+        lines.append(f"  {j.status:8} {j.stage:16} {j.system:14} {j.attr}{tests}{why}")
+    ignored = sorted({f"{i['attr']} ({i['reason']})" for i in plan.ignored})
+    if ignored:
+        lines.append("  not built: " + ", ".join(ignored))
+    return "\n".join(lines)
+
+
+def run_build(args) -> int:
+    from .build import build
+    result = build(args.drv, attr=args.attr, system=args.system, checks=args.checks,
+                   checks_forced=args.checks_forced, flake=args.flake)
+    emit(result.to_json(), args.json,
+         lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}")
+    return 0 if result.status == "success" else 1
