@@ -144,6 +144,14 @@ class CacheSettings(_Section):
     compression: Literal["xz", "zstd", "none"] = "xz"
 
     @model_validator(mode="after")
+    # Attempts per S3 request (first try included) for 5xx, throttling, dropped connections;
+    # botocore backs off exponentially with jitter, capped at 20 s between attempts.
+    max_attempts: int = Field(default=8, ge=1, le=20)
+    # NARs at least this large go up in parts of this size (S3's minimum part is 5 MiB).
+    multipart_threshold_mb: int = Field(default=64, ge=5, le=5 * 1024)
+    # Give every object a public-read ACL, for buckets served straight over HTTP. Off for
+    # AWS buckets with ACLs disabled (the default there), which refuse such uploads.
+    public_read: bool = False
     def _needs_bucket(self) -> CacheSettings:
         if self.enabled and not self.bucket:
             raise ValueError("cache is enabled but [cache].bucket is empty")

@@ -1,5 +1,138 @@
-"""Placeholder: the 'cache' verb is being written."""
+"""``redox-ci cache``: push, status, serve, keygen; thin faces over the cache modules.
+
+The Buildbot step runs exactly these commands with ``--json``. Settings come from the
+``[cache]`` section of the settings file (``--settings``, else ``$REDOX_CI_SETTINGS``,
+else none) and flags override it. Credentials come from boto3's chain: environment,
+profile, instance role.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..cli import emit
+from ..config import SETTINGS_ENV, CacheSettings, _format_errors, _read_toml
+from ..errors import ConfigError
+from . import localserver
+from .keys import generate_keypair
+from .push import PushResult, push
+from .status import status
+
+KIB = 1024
+# Flag name -> CacheSettings field, for the flags that override the settings file.
+OVERRIDES = {"bucket": "bucket", "endpoint_url": "endpoint_url", "region": "region",
+             "prefix": "prefix", "compression": "compression", "parallelism": "upload_parallelism"}
+
+
+def load_cache_settings(path: str | os.PathLike | None) -> CacheSettings:
+    """The ``[cache]`` section alone (a worker needs nothing else), relative paths resolved."""
+    if path is None:
+        return CacheSettings()
+    p = Path(path).resolve()
+    data = _read_toml(p, "settings").get("cache", {})
+    try:
+        settings = CacheSettings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(p, e, prefix="cache.")) from None
+    if settings.secret_key_file and not Path(settings.secret_key_file).expanduser().is_absolute():
+        resolved = str((p.parent / settings.secret_key_file).resolve())
+        settings = settings.model_copy(update={"secret_key_file": resolved})
+    return settings
+
+
+def settings_from_args(args: argparse.Namespace) -> CacheSettings:
+    path = args.settings or os.environ.get(SETTINGS_ENV) or None
+    base = load_cache_settings(path)
+    flags = {field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag) is not None}
+    try:
+        return CacheSettings.model_validate({**base.model_dump(), **flags})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(Path("command line"), e, prefix="--")) from None
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < KIB or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= KIB
+    raise AssertionError("unreachable")
+
+
+def human_push(r: dict) -> str:
+    lines = [
+        f"pushed {len(r['pushed'])} paths, skipped {len(r['skipped'])} already in bucket {r['bucket']!r}",
+        f"uploaded {size(r['bytes_uploaded'])} in {r['files_uploaded']} files "
+        f"({size(r['nar_bytes'])} uncompressed NARs) in {r['seconds']:.1f} s "
+        f"(staging {r['stage_seconds']:.1f} s, upload {r['upload_seconds']:.1f} s)",
+        f"substituter: {r['substituter']}",
+        f"trusted public key: {r['public_key']}",
+    ]
+    return "\n".join(lines + [f"  pushed {p}" for p in r["pushed"]])
+
+
+def human_status(r: dict) -> str:
+    lines = [f"{len(r['cached'])} cached, {len(r['missing'])} missing in bucket {r['bucket']!r}"]
+    lines += [f"  cached  {p}" for p in r["cached"]] + [f"  missing {p}" for p in r["missing"]]
+    return "\n".join(lines)
+
+
+def do_push(args: argparse.Namespace) -> int:
+    result: PushResult = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key)
+    emit(asdict(result), args.json, human_push)
+    return 0
+
+
+def do_status(args: argparse.Namespace) -> int:
+    result = status(settings_from_args(args), args.store_paths)
+    emit(asdict(result), args.json, human_status)
+    return 0 if result.complete else 1
+
+
+def do_keygen(args: argparse.Namespace) -> int:
+    secret, public, key = generate_keypair(args.name, args.out_dir)
+    result = {"name": args.name, "secret_key_file": str(secret), "public_key_file": str(public), "public_key": key}
+    emit(result, args.json, lambda r: (f"wrote {r['secret_key_file']} (keep it secret) and "
+                                       f"{r['public_key_file']}\npublic key: {r['public_key']}"))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", help=f"settings file with a [cache] section (default ${SETTINGS_ENV})")
+    p.add_argument("--bucket", help="S3 bucket")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (R2, MinIO, a local server)")
+    p.add_argument("--region", help="S3 region")
+    p.add_argument("--prefix", help="key prefix inside the bucket")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("store_paths", nargs="+", metavar="STORE_PATH")
 
 
 def register(sub) -> None:
-    return None
+    cache = sub.add_parser("cache", help="signed S3 binary cache", description=__doc__.splitlines()[0])
+    verbs = cache.add_subparsers(dest="cache_verb", required=True, metavar="ACTION")
+
+    p = verbs.add_parser("push", help="sign and upload the closure of store paths")
+    _common(p)
+    p.add_argument("--signing-key", help="Nix secret key file (default [cache].secret_key_file)")
+    p.add_argument("--compression", choices=["xz", "zstd", "none"], help="NAR compression (default xz)")
+    p.add_argument("--parallelism", type=int, help="uploads at once (default 8)")
+    p.set_defaults(func=do_push)
+
+    p = verbs.add_parser("status", help="which store paths the bucket holds (exit 1 if any is missing)")
+    _common(p)
+    p.set_defaults(func=do_status, compression=None, parallelism=None)
+
+    p = verbs.add_parser("serve", help="run a local S3 server with a public-read bucket (foreground)")
+    localserver.add_arguments(p)
+    p.set_defaults(func=localserver.run_from_args)
+
+    p = verbs.add_parser("keygen", help="generate a cache signing key pair with Nix")
+    p.add_argument("--name", required=True, help="key name, e.g. redox-ci-cache-1")
+    p.add_argument("--out-dir", required=True, type=Path, help="directory for NAME.secret and NAME.public")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=do_keygen)

@@ -1,0 +1,143 @@
+"""Push a closure to the bucket: skip what is there, stage the rest, NARs before narinfos.
+
+The order is the cache's one promise to readers: a narinfo only ever appears after
+every NAR it points to is in the bucket, so a substituter never finds a narinfo whose
+NAR is missing. A path counts as cached when its narinfo exists; that needs a HEAD
+request per path and never reads a NAR.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import CacheSettings
+from ..errors import UsageError
+from . import s3
+from .keys import read_signing_key
+from .narinfo import CACHE_INFO_NAME, join_key, narinfo_key
+from .stage import Staged, check_store_paths, closure, stage
+
+CONTENT_TYPES = {".narinfo": "text/x-nix-narinfo", "": "text/x-nix-cache-info"}
+
+
+@dataclass
+class PushResult:
+    bucket: str
+    pushed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    files_uploaded: int = 0
+    bytes_uploaded: int = 0
+    # Uncompressed size of what was pushed, to compare with bytes_uploaded.
+    nar_bytes: int = 0
+    seconds: float = 0.0
+    stage_seconds: float = 0.0
+    upload_seconds: float = 0.0
+    public_key: str = ""
+    substituter: str = ""
+
+
+@dataclass
+class UploadResult:
+    keys: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+
+
+def substituter_url(settings: CacheSettings) -> str:
+    """The URL Nix substitutes from: path-style over the endpoint, else the AWS bucket."""
+    if settings.endpoint_url:
+        base = f"{settings.endpoint_url.rstrip('/')}/{settings.bucket}"
+    else:
+        base = f"s3://{settings.bucket}"
+        return base + (f"?region={settings.region}" if settings.region else "")
+    prefix = settings.prefix.strip("/")
+    return f"{base}/{prefix}" if prefix else base
+
+
+def _require_bucket(settings: CacheSettings) -> None:
+    if not settings.bucket:
+        raise UsageError("no bucket: pass --bucket or set [cache].bucket")
+
+
+def cached_paths(settings: CacheSettings, store_paths: list[str], credentials: dict | None = None) -> set[str]:
+    """The store paths whose narinfo is already in the bucket (the paths need not exist locally)."""
+    _require_bucket(settings)
+    check_store_paths(store_paths)
+    if not store_paths:
+        return set()
+    client = s3.make_client(settings, credentials)
+    keys = {narinfo_key(settings.prefix, p): p for p in store_paths}
+    return {keys[k] for k in s3.existing_keys(client, settings, keys)}
+
+
+def upload_plan(staged: Staged, prefix: str) -> tuple[list[s3.Upload], list[s3.Upload]]:
+    """(first wave: NARs and nix-cache-info, second wave: narinfos)."""
+    nars = {p.nar_file: p.info.url for p in staged.paths}
+    first = [s3.Upload(f, join_key(prefix, url)) for f, url in sorted(nars.items())]
+    if staged.paths:
+        first.append(s3.Upload(staged.cache_info, join_key(prefix, CACHE_INFO_NAME)))
+    second = [s3.Upload(p.narinfo_file, join_key(prefix, p.narinfo_file.name)) for p in staged.paths]
+    return first, second
+
+
+def push(settings: CacheSettings, store_paths: list[str], credentials: dict | None = None,
+         signing_key_file: str | os.PathLike | None = None, stage_dir: str | os.PathLike | None = None,
+         ) -> PushResult:
+    """Push the closure of ``store_paths``: sign, stage and upload every path the bucket lacks."""
+    start = time.monotonic()
+    _require_bucket(settings)
+    key_file = signing_key_file or settings.secret_key_file
+    if not key_file:
+        raise UsageError("no signing key: pass --signing-key FILE or set [cache].secret_key_file")
+    key = read_signing_key(key_file)
+    sizes = closure(store_paths)
+    client = s3.make_client(settings, credentials)
+    s3.check_bucket(client, settings)
+    result = PushResult(bucket=settings.bucket, public_key=key.public_key, substituter=substituter_url(settings))
+
+    keys = {narinfo_key(settings.prefix, p): p for p in sizes}
+    present = {keys[k] for k in s3.existing_keys(client, settings, keys)}
+    result.skipped = sorted(present)
+    missing = sorted(set(sizes) - present)
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="redox-ci-stage-", dir=stage_dir) as tmp:
+            t0 = time.monotonic()
+            staged = stage(missing, key.path, key.name, Path(tmp) / "cache", settings.compression)
+            t1 = time.monotonic()
+            first, second = upload_plan(staged, settings.prefix)
+            result.bytes_uploaded = s3.upload_all(client, settings, first, "uploading NAR", CONTENT_TYPES)
+            result.bytes_uploaded += s3.upload_all(client, settings, second, "uploading narinfo", CONTENT_TYPES)
+            result.files_uploaded = len(first) + len(second)
+            result.stage_seconds, result.upload_seconds = t1 - t0, time.monotonic() - t1
+        result.pushed = missing
+        result.nar_bytes = sum(sizes[p] for p in missing)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def upload_files(settings: CacheSettings, local_dir: str | os.PathLike, key_prefix: str,
+                 credentials: dict | None = None) -> UploadResult:
+    """Upload a directory tree under ``<[cache].prefix>/<key_prefix>/`` (reports, logs)."""
+    _require_bucket(settings)
+    start = time.monotonic()
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    base = join_key(settings.prefix, key_prefix.strip("/"))
+    uploads = [s3.Upload(p, join_key(base, p.relative_to(root).as_posix())) for p in files]
+    client = s3.make_client(settings, credentials)
+    s3.check_bucket(client, settings)
+    sent = s3.upload_all(client, settings, uploads, "uploading")
+    return UploadResult([u.key for u in uploads], sent, time.monotonic() - start)
+
+
+def list_keys(settings: CacheSettings, prefix: str = "", credentials: dict | None = None) -> list[str]:
+    """Keys under ``<[cache].prefix>/<prefix>``, full keys as stored in the bucket."""
+    _require_bucket(settings)
+    client = s3.make_client(settings, credentials)
+    return s3.list_keys(client, settings, join_key(settings.prefix, prefix))
