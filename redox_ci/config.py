@@ -162,7 +162,8 @@ class CacheSettings(_Section):
 
 class BootSettings(_Section):
     enabled: bool = True
-    # Per-milestone timeouts in seconds, for TCG (no KVM). KVM uses kvm_timeout_factor of it.
+    # Per-milestone timeouts in seconds, each counted from the milestone before, for TCG
+    # (no KVM). KVM uses kvm_timeout_factor of them. A table may name only some.
     timeouts: dict[str, float] = {"firmware": 60, "kernel": 120, "boot-complete": 240, "shell": 60}
     kvm_timeout_factor: float = Field(default=0.25, gt=0, le=1)
     memory_mb: int = Field(default=1024, ge=128)
@@ -175,6 +176,50 @@ class BootSettings(_Section):
     # Attribute holding the disk image (redox.img) in the flake.
     image_attr: str = "diskImage"
     bootloader_attr: str = "bootloader"
+    # "auto": KVM when /dev/kvm is usable (and QEMU falls back to TCG if KVM fails to
+    # start), else TCG. "kvm" fails when KVM is not there; "tcg" never uses it.
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # The verdict is "pass" at Boot Complete; then wait up to timeouts.shell for a prompt.
+    wait_for_shell: bool = True
+    # UEFI firmware per "<vmm>/<system>" (e.g. "cloud-hypervisor/x86_64-linux" =
+    # "/opt/ch/CLOUDHV.fd"); unset ones are looked up where distributions install them.
+    firmware: dict[str, str] = {}
+
+    @field_validator("timeouts", mode="before")
+    @classmethod
+    def _timeouts(cls, v: object) -> object:
+        from .boot.markers import MILESTONE_NAMES  # the engine owns the milestone names
+
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(set(v) - set(MILESTONE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown milestone(s) {unknown}; known: {list(MILESTONE_NAMES)}")
+        v = {**cls.model_fields["timeouts"].default, **v}
+        bad = sorted(k for k, t in v.items() if isinstance(t, (int, float)) and t <= 0)
+        if bad:
+            raise ValueError(f"timeouts must be > 0 seconds: {bad}")
+        return v
+
+    @field_validator("firmware")
+    @classmethod
+    def _firmware(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if not re.match(r"^(qemu|cloud-hypervisor)/[a-z0-9_]+-[a-z0-9_]+$", k))
+        if bad:
+            raise ValueError(f"firmware keys are '<vmm>/<system>' like 'qemu/x86_64-linux', got {bad}")
+        return v
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> BootSettings:
+        """Only the [boot] table of a settings file: a worker needs no other section."""
+        p = Path(path)
+        table = _read_toml(p, "settings").get("boot", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{p}: boot: must be a table")
+        try:
+            return cls.model_validate(table)
+        except ValidationError as e:
+            raise ConfigError(_format_errors(p, e, prefix="boot.")) from None
 
 
 class ReproSettings(_Section):

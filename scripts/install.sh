@@ -8,6 +8,7 @@ DEBIAN_PACKAGES=(
   git nix-bin
   qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
   expect diffoscope
+  clang lld
   chromium chromium-driver
   postgresql
 )

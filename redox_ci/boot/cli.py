@@ -1,5 +1,86 @@
-"""Placeholder: the 'boot' verb is being written."""
+"""The ``boot`` verb: boot an image, replay a transcript, or say what this host can boot.
+
+    redox-ci boot --vmm qemu --image IMG --bootloader DIR [--system S] [--timeout SEC] [--json]
+    redox-ci boot --replay TRANSCRIPT [--timeout SEC] [--json]
+    redox-ci boot --probe [--json]
+
+Exit 0 when the boot passed, 1 when it failed, 2 on a usage or configuration error
+(including "this host cannot run that VMM": ``--probe`` tells that beforehand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..cli import emit
+from ..config import SETTINGS_ENV, BootSettings
+from ..errors import UsageError
+from .vmm import SYSTEMS, VMMS, host_system, probe
+from .run import BootRequest, boot, replay
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser("boot", help="boot a disk image in a VM and judge its serial console",
+                       description=__doc__.split("\n\n")[0])
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", metavar="IMG", help="redox.img, or a directory (the diskImage output) holding it")
+    what.add_argument("--replay", metavar="TRANSCRIPT", help="judge a recorded console (JSON lines) played by a stand-in VMM")
+    what.add_argument("--probe", action="store_true", help="print what this host can boot")
+    p.add_argument("--vmm", choices=VMMS, default="qemu")
+    p.add_argument("--bootloader", metavar="DIR_OR_EFI",
+                   help="the bootloader output (boot/EFI/BOOT/BOOTX64.EFI inside) or the EFI file; QEMU needs it")
+    p.add_argument("--system", choices=SYSTEMS, default=None, help="guest system (default: this host's)")
+    p.add_argument("--timeout", type=float, metavar="SEC", help="cap on reaching Boot Complete")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: [boot].accel, auto")
+    p.add_argument("--firmware", metavar="FILE", help="UEFI firmware (default: [boot].firmware, then the usual places)")
+    p.add_argument("--settings", metavar="FILE", help=f"settings file with a [boot] table (default: ${SETTINGS_ENV})")
+    p.add_argument("--serial-log", metavar="PATH", help="where to keep the serial console")
+    p.add_argument("--vmm-log", metavar="PATH", help="where to keep the VMM's own output")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=handle)
+
+
+def load_boot_settings(explicit: str | None) -> BootSettings:
+    path = explicit or os.environ.get(SETTINGS_ENV)
+    return BootSettings.from_file(path) if path else BootSettings()
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.probe:
+        settings = load_boot_settings(args.settings)
+        firmware = {tuple(k.split("/", 1)): v for k, v in settings.firmware.items()}
+        emit(probe(firmware).to_json(), args.json, format_probe)
+        return 0
+    settings = load_boot_settings(args.settings)
+    if args.replay:
+        if args.bootloader or args.firmware or args.accel:
+            raise UsageError("--replay takes no --bootloader, --firmware or --accel: it runs no VM")
+        result = replay(args.replay, settings, args.timeout, args.serial_log, args.vmm_log)
+    else:
+        result = boot(BootRequest(
+            vmm=args.vmm, image=args.image, bootloader=args.bootloader,
+            system=args.system or host_system(), timeout=args.timeout,
+            serial_log=args.serial_log, vmm_log=args.vmm_log, accel=args.accel,
+            firmware=args.firmware), settings)
+    emit(result.to_json(), args.json, format_result)
+    return 0 if result.passed else 1
+
+
+def format_result(data: dict) -> str:
+    head = f"boot {data['verdict'].upper()}: {data['reason']}"
+    lines = [head, f"  vmm {data['vmm']}, accel {data['accel'] or '-'}, "
+                   f"verdict after {data['verdict_after']:.2f} s, VM stopped after {data['elapsed']:.2f} s"]
+    lines += [f"  {m['name']:<14} {m['at']:8.2f} s" for m in data["milestones"]]
+    lines += [f"  harmless: {h}" for h in data["harmless"]]
+    lines += [f"  note: {n}" for n in data["notes"]]
+    lines += [f"  serial log: {data['serial_log']}", f"  vmm log:    {data['vmm_log']}"]
+    return "\n".join(lines)
+
+
+def format_probe(data: dict) -> str:
+    lines = [f"host {data['host']}: KVM {'yes' if data['kvm'] else 'no'} ({data['kvm_reason']})"]
+    for key, cap in data["can_boot"].items():
+        lines.append(f"  {key:<32} {'yes' if cap['ok'] else 'no '}  {cap['reason']}")
+    return "\n".join(lines)
+
