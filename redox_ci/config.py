@@ -233,6 +233,26 @@ class ReproSettings(_Section):
     # diffoscope bounds: seconds and bytes of report.
     diffoscope_timeout: int = Field(default=600, ge=1)
     diffoscope_max_report_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # The diffoscope executable: a name on PATH or a path. Missing, the verdicts stand
+    # and the reports say why they have no diff.
+    diffoscope: str = "diffoscope"
+    # The system whose packages are compared.
+    system: str = "x86_64-linux"
+    # Keep the differing copy <out>.check in the store after the report (for a person to
+    # look at); otherwise it is removed so nightly runs do not fill the store.
+    keep_check: bool = False
+
+    @field_validator("attrs")
+    @classmethod
+    def _repro_attrs(cls, v: list[str]) -> list[str]:
+        return _check_attrs(v)
+
+    @field_validator("system")
+    @classmethod
+    def _repro_system(cls, v: str) -> str:
+        if not SYSTEM_RE.match(v):
+            raise ValueError(f"system must be like 'x86_64-linux', got {v!r}")
+        return v
 
 
 class SecretsSettings(_Section):

@@ -18,8 +18,8 @@ from ..config import CacheSettings
 from ..errors import UsageError
 from . import s3
 from .keys import read_signing_key
-from .narinfo import CACHE_INFO_NAME, join_key, narinfo_key
-from .stage import Staged, check_store_paths, closure, stage
+from .narinfo import CACHE_INFO_NAME, join_key, narinfo_key, narinfo_name
+from .stage import PathInfo, Staged, check_store_paths, closure, stage
 
 CONTENT_TYPES = {".narinfo": "text/x-nix-narinfo", "": "text/x-nix-cache-info"}
 
@@ -84,6 +84,20 @@ def upload_plan(staged: Staged, prefix: str) -> tuple[list[s3.Upload], list[s3.U
     return first, second
 
 
+def referenced_present(missing: list[str], present: set[str], infos: dict[str, PathInfo]) -> list[str]:
+    """Paths already in the bucket that a path about to be pushed refers to."""
+    return sorted({r for p in missing for r in infos[p].references} & present)
+
+
+def fetch_referenced_narinfos(client, settings: CacheSettings, root: Path, missing: list[str],
+                              present: set[str], infos: dict[str, PathInfo]) -> None:
+    """Copy the bucket's narinfos of skipped references into the staging cache (never their NARs)."""
+    root.mkdir(parents=True, exist_ok=True)
+    wanted = referenced_present(missing, present, infos)
+    s3.download_all(client, settings, [s3.Upload(root / narinfo_name(p), narinfo_key(settings.prefix, p))
+                                       for p in wanted])
+
+
 def push(settings: CacheSettings, store_paths: list[str], credentials: dict | None = None,
          signing_key_file: str | os.PathLike | None = None, stage_dir: str | os.PathLike | None = None,
          ) -> PushResult:
@@ -94,19 +108,21 @@ def push(settings: CacheSettings, store_paths: list[str], credentials: dict | No
     if not key_file:
         raise UsageError("no signing key: pass --signing-key FILE or set [cache].secret_key_file")
     key = read_signing_key(key_file)
-    sizes = closure(store_paths)
+    infos = closure(store_paths)
     client = s3.make_client(settings, credentials)
     s3.check_bucket(client, settings)
     result = PushResult(bucket=settings.bucket, public_key=key.public_key, substituter=substituter_url(settings))
 
-    keys = {narinfo_key(settings.prefix, p): p for p in sizes}
+    keys = {narinfo_key(settings.prefix, p): p for p in infos}
     present = {keys[k] for k in s3.existing_keys(client, settings, keys)}
     result.skipped = sorted(present)
-    missing = sorted(set(sizes) - present)
+    missing = sorted(set(infos) - present)
     if missing:
         with tempfile.TemporaryDirectory(prefix="redox-ci-stage-", dir=stage_dir) as tmp:
             t0 = time.monotonic()
-            staged = stage(missing, key.path, key.name, Path(tmp) / "cache", settings.compression)
+            root = Path(tmp) / "cache"
+            fetch_referenced_narinfos(client, settings, root, missing, present, infos)
+            staged = stage(missing, key.path, key.name, root, settings.compression)
             t1 = time.monotonic()
             first, second = upload_plan(staged, settings.prefix)
             result.bytes_uploaded = s3.upload_all(client, settings, first, "uploading NAR", CONTENT_TYPES)
@@ -114,7 +130,7 @@ def push(settings: CacheSettings, store_paths: list[str], credentials: dict | No
             result.files_uploaded = len(first) + len(second)
             result.stage_seconds, result.upload_seconds = t1 - t0, time.monotonic() - t1
         result.pushed = missing
-        result.nar_bytes = sum(sizes[p] for p in missing)
+        result.nar_bytes = sum(infos[p].nar_size for p in missing)
     result.seconds = time.monotonic() - start
     return result
 

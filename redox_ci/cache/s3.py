@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError, ClientError, HTTPClientError, NoCredentialsError, PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..config import CacheSettings
 from ..errors import RedoxCIError
@@ -45,6 +46,8 @@ CREDENTIAL_KEYS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_to
 
 @dataclass(frozen=True)
 class Upload:
+    """A local file and its key in the bucket (either direction)."""
+
     path: Path
     key: str
 
@@ -88,7 +91,7 @@ def describe(exc: BaseException, settings: CacheSettings, doing: str) -> RedoxCI
     place = where(settings)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return CredentialsRejected(
-            f"{doing}: no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            f"{doing}: no usable AWS credentials for {place}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "a profile, or [cache] in the secrets file")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -102,7 +105,7 @@ def describe(exc: BaseException, settings: CacheSettings, doing: str) -> RedoxCI
             return AccessDenied(f"{doing}: access denied by {place} (HTTP 403 on {exc.operation_name})")
         return PushFailed(f"{doing}: {place} answered {code or status} on {exc.operation_name}"
                           " and kept failing after retries")
-    if isinstance(exc, HTTPClientError):
+    if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return PushFailed(f"{doing}: cannot talk to {place} after {settings.max_attempts} attempts: "
                           f"{type(exc).__name__}")
     if isinstance(exc, BotoCoreError):
@@ -181,6 +184,17 @@ def upload_all(client, settings: CacheSettings, uploads: list[Upload], doing: st
         return u.path.stat().st_size
 
     return sum(run_parallel(one, uploads, settings.upload_parallelism))
+
+
+def download_all(client, settings: CacheSettings, items: list[Upload]) -> None:
+    """Fetch small objects (``Upload.key`` to ``Upload.path``) in parallel."""
+    def one(item: Upload) -> None:
+        try:
+            client.download_file(settings.bucket, item.key, str(item.path))
+        except (BotoCoreError, ClientError) as e:
+            raise describe(e, settings, f"downloading {item.key}") from None
+
+    run_parallel(one, items, settings.upload_parallelism)
 
 
 def list_keys(client, settings: CacheSettings, prefix: str) -> list[str]:

@@ -67,8 +67,14 @@ def copy_argv(url: str, paths: list[str]) -> list[str]:
     return ["nix", "copy", "--no-recursive", "--to", url, *paths]
 
 
-def closure(paths: list[str]) -> dict[str, int]:
-    """Every path the given store paths need, with its NAR size; NotInStore names a missing one."""
+@dataclass(frozen=True)
+class PathInfo:
+    nar_size: int
+    references: tuple[str, ...]
+
+
+def closure(paths: list[str]) -> dict[str, PathInfo]:
+    """Every path the given store paths need, with size and references; NotInStore names a missing one."""
     check_store_paths(paths)
     if not paths:
         return {}
@@ -79,7 +85,8 @@ def closure(paths: list[str]) -> dict[str, int]:
         if m:
             raise NotInStore(f"{m.group(1)} is not in the local Nix store (build or substitute it first)") from None
         raise
-    return {entry["path"]: int(entry.get("narSize", 0)) for entry in json.loads(proc.stdout)}
+    return {e["path"]: PathInfo(int(e.get("narSize", 0)), tuple(e.get("references", [])))
+            for e in json.loads(proc.stdout)}
 
 
 def check_staged(root: Path, paths: list[str], key_name: str) -> list[StagedPath]:
@@ -115,7 +122,11 @@ def check_staged(root: Path, paths: list[str], key_name: str) -> list[StagedPath
 
 
 def stage(paths: list[str], key_file: Path, key_name: str, root: Path, compression: str) -> Staged:
-    """Sign ``paths`` in the local store and write them as a binary cache under ``root``."""
+    """Sign ``paths`` in the local store and write them as a binary cache under ``root``.
+
+    Nix refuses to add a path to a binary cache unless its references are there too: the
+    caller puts the narinfos of references the bucket already holds into ``root`` first.
+    """
     root.mkdir(parents=True, exist_ok=True)
     if not paths:
         return Staged(root, [])
