@@ -1,5 +1,110 @@
-"""Placeholder: the 'repro' verb is being written."""
+"""The ``repro`` verb: rebuild attributes, compare bit for bit, write the night's report.
+
+Exit 0 when every attribute is reproducible, 1 when one is not or fails to build,
+2 when the flake, system or an attribute is wrong. Defaults come from
+``[repro]`` in the settings model; the master passes its settings as flags
+(``command_line``), so the worker needs no settings file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import emit
+from ..config import ReproSettings
+from ..errors import UsageError
+from .compare import CompareOptions
+from .run import run_repro
+
+DEFAULTS = ReproSettings()
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _report_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"at least 1024 bytes: {text!r}")
+    return value
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser("repro", help="rebuild attributes and compare the builds bit for bit",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--flake", required=True, metavar="REF", help="flake reference, e.g. github:owner/repo/REV")
+    p.add_argument("--attr", action="append", default=[], metavar="A",
+                   help="attribute of packages.<system> (repeatable; default: every package)")
+    p.add_argument("--system", default=DEFAULTS.system, metavar="S")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the report goes (default: repro-reports/<date>-<rev>)")
+    p.add_argument("--rev", metavar="REV", help="revision name in the report (default: the flake's commit)")
+    p.add_argument("--diffoscope", default=DEFAULTS.diffoscope, metavar="BIN",
+                   help="diffoscope executable (name on PATH or path)")
+    p.add_argument("--diffoscope-timeout", type=_positive_float, default=float(DEFAULTS.diffoscope_timeout),
+                   metavar="SECONDS", help="stop diffoscope after this long; the verdict stands")
+    p.add_argument("--max-report-bytes", type=_report_bytes, default=DEFAULTS.diffoscope_max_report_bytes,
+                   metavar="N", help="size cap of each diffoscope report")
+    p.add_argument("--keep-check", action="store_true", default=DEFAULTS.keep_check,
+                   help="keep the differing copy <out>.check in the store")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=handle)
+
+
+def command_line(settings: ReproSettings, flake: str, *, report_dir: str, rev: str | None = None,
+                 attrs: list[str] | None = None, system: str | None = None,
+                 program: list[str] | None = None) -> list[str]:
+    """The argv a nightly step runs on a worker, from the master's ``[repro]`` settings."""
+    argv = [*(program or ["redox-ci"]), "repro", "--json", "--flake", flake,
+            "--system", system or settings.system, "--report-dir", report_dir,
+            "--diffoscope", settings.diffoscope,
+            "--diffoscope-timeout", str(settings.diffoscope_timeout),
+            "--max-report-bytes", str(settings.diffoscope_max_report_bytes)]
+    if rev:
+        argv += ["--rev", rev]
+    if settings.keep_check:
+        argv.append("--keep-check")
+    for attr in (settings.attrs if attrs is None else attrs):
+        argv += ["--attr", attr]
+    return argv
+
+
+def _human(summary: dict) -> str:
+    lines = [f"reproducibility of {summary['flake']} ({summary['rev']}, {summary['system']})"]
+    for r in summary["results"]:
+        line = f"  {r['attr']:<20} {r['status']}"
+        if r["differences"]:
+            shown = ", ".join(f"{d['output']}:{d['path']}" for d in r["differences"][:5])
+            more = r["differences_total"] - min(5, len(r["differences"]))
+            line += f": {shown}" + (f" and {more} more" if more > 0 else "")
+        lines.append(line)
+        for d in r["diffoscope"]:
+            where = d["html"] or d["reason"]
+            lines.append(f"  {'':<20} diffoscope ({d['output']}): {d['status']}: {where}")
+        if r["error"]:
+            lines += [f"  {'':<20} {line}" for line in r["error"].splitlines()]
+    c = summary["counts"]
+    lines.append(f"{c['reproducible']} reproducible, {c['unreproducible']} not, "
+                 f"{c['build-failed']} failed to build; report: {summary['report_dir']}")
+    return "\n".join(lines)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if not args.flake.strip():
+        raise UsageError("--flake is empty")
+    options = CompareOptions(diffoscope=args.diffoscope, diffoscope_timeout=args.diffoscope_timeout,
+                             max_report_bytes=args.max_report_bytes, keep_check=args.keep_check)
+    run = run_repro(args.flake, args.attr, system=args.system, report_dir=args.report_dir,
+                    rev=args.rev, options=options)
+    emit(run.to_json(), args.json, _human)
+    return 0 if run.ok else 1
