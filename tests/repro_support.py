@@ -1,0 +1,57 @@
+"""Shared by the repro tests and the benchmark: the repro fixture flake in a git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from redox_ci.fixture import FIXTURES_DIR, commit_all, make_fixture_repo
+
+REPRO_FIXTURE = FIXTURES_DIR / "repro-flake"
+# The fixture's attributes and what each must come out as.
+EXPECTED = {
+    "stable": "reproducible",
+    "noisy": "unreproducible",
+    "split": "unreproducible",
+    "broken": "build-failed",
+}
+# The one file of `noisy` that changes from build to build.
+NOISY_FILE = "share/build-info.txt"
+
+
+def make_repro_flake(dest: Path, salt: str | None = None, work: int | None = None) -> Path:
+    """The repro fixture committed in a new repository at ``dest``.
+
+    A new ``salt`` changes every derivation, so nothing is found already built;
+    ``work`` makes each build busy-loop that many iterations first.
+    """
+    make_fixture_repo(dest, source=REPRO_FIXTURE)
+    if salt is not None or work is not None:
+        if salt is not None:
+            (dest / "salt").write_text(salt + "\n")
+        if work is not None:
+            (dest / "work").write_text(f"{work}\n")
+        commit_all(dest, f"salt {salt}, work {work}")
+    return dest
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``redox-ci ARGS`` in a child process, as a Buildbot step runs it."""
+    return subprocess.run([sys.executable, "-m", "redox_ci.cli", *args], capture_output=True,
+                          text=True, env=env if env is not None else dict(os.environ), cwd=cwd)
+
+
+def run_json(*args: str, **kwargs) -> tuple[int, dict]:
+    proc = run_cli(*args, "--json", **kwargs)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON on stdout (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
+
+
+def by_attr(summary: dict) -> dict[str, dict]:
+    return {r["attr"]: r for r in summary["results"]}
