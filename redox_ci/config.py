@@ -126,6 +126,8 @@ class WorkersSettings(_Section):
     port: int = Field(default=9989, ge=1, le=65535)
     # Inline workers, used when there is no inventory file.
     worker: list[WorkerSpec] = []
+    # How steps start redox-ci on a worker (argv prefix).
+    command: list[str] = ["redox-ci"]
 
 
 class CacheSettings(_Section):
@@ -142,8 +144,6 @@ class CacheSettings(_Section):
     # Parallel uploads; S3 handles far more, a worker's uplink usually does not.
     upload_parallelism: int = Field(default=8, ge=1, le=64)
     compression: Literal["xz", "zstd", "none"] = "xz"
-
-    @model_validator(mode="after")
     # Attempts per S3 request (first try included) for 5xx, throttling, dropped connections;
     # botocore backs off exponentially with jitter, capped at 20 s between attempts.
     max_attempts: int = Field(default=8, ge=1, le=20)
@@ -152,6 +152,8 @@ class CacheSettings(_Section):
     # Give every object a public-read ACL, for buckets served straight over HTTP. Off for
     # AWS buckets with ACLs disabled (the default there), which refuse such uploads.
     public_read: bool = False
+
+    @model_validator(mode="after")
     def _needs_bucket(self) -> CacheSettings:
         if self.enabled and not self.bucket:
             raise ValueError("cache is enabled but [cache].bucket is empty")
@@ -228,7 +230,7 @@ class ReproSettings(_Section):
     hour: int = Field(default=3, ge=0, le=23)
     minute: int = Field(default=0, ge=0, le=59)
     branches: list[str] = ["main"]
-    # Attributes to compare; empty means every attribute the plan builds.
+    # Attributes of packages.<system> to compare; empty means every package there.
     attrs: list[str] = []
     # diffoscope bounds: seconds and bytes of report.
     diffoscope_timeout: int = Field(default=600, ge=1)
@@ -338,10 +340,14 @@ def load_inventory(path: Path) -> list[WorkerSpec]:
     return specs
 
 
-def load_settings(path: str | os.PathLike | None = None) -> LoadedSettings:
+def load_settings(path: str | os.PathLike | None = None, with_workers: bool = True) -> LoadedSettings:
+    """Read and validate the settings; ``with_workers=False`` on a worker host, which
+    has the settings file but not the master's inventory."""
     p = settings_path(path).resolve()
     settings = parse_settings(_read_toml(p, "settings"), p)
     loaded = LoadedSettings(settings, p)
+    if not with_workers:
+        return loaded
     if settings.workers.inventory:
         workers = load_inventory(loaded.resolve(settings.workers.inventory))
     else:

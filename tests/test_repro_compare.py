@@ -41,7 +41,7 @@ def test_every_attribute_gets_its_verdict(night):
     assert {a: r["status"] for a, r in results.items()} == EXPECTED
     assert not run.ok
     assert {a: r["reproducible"] for a, r in results.items()} == {
-        "stable": True, "noisy": False, "split": False, "broken": None}
+        "stable": True, "noisy": False, "split": False, "broken": None, "unevaluable": None}
 
 
 def test_reproducible_attribute_has_the_stored_nar_hash(night):
@@ -87,6 +87,13 @@ def test_failing_attribute_is_a_build_failure_not_a_difference(night):
     assert broken["differences"] == [] and broken["diffoscope"] == [] and broken["hashes"] == {}
 
 
+def test_attribute_that_does_not_evaluate_is_a_build_failure(night, flake):
+    _, results = night
+    unevaluable = results["unevaluable"]
+    assert unevaluable["status"] == "build-failed" and unevaluable["drv"] is None
+    assert f"nix eval {flake}#packages.x86_64-linux.unevaluable.drvPath" in unevaluable["error"]
+
+
 def test_report_directory_is_complete_and_links_resolve(night):
     run, _ = night
     summary = json.loads((run.report_dir / "summary.json").read_text())
@@ -113,7 +120,7 @@ def test_keep_check_leaves_the_differing_copy(flake, tmp_path):
 
 
 def test_usage_errors_before_anything_is_built(flake, tmp_path):
-    with pytest.raises(UsageError, match=r"no attribute 'nope'.*it has: broken, noisy, split, stable"):
+    with pytest.raises(UsageError, match=r"no attribute 'nope'.*it has: broken, noisy, split, stable, unevaluable"):
         run_repro(str(flake), ["stable", "nope"], report_dir=tmp_path / "r")
     with pytest.raises(FlakeError, match="no packages for system 'aarch64-linux'"):
         run_repro(str(flake), report_dir=tmp_path / "r", system="aarch64-linux")

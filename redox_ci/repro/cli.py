@@ -92,7 +92,7 @@ def _human(summary: dict) -> str:
             where = d["html"] or d["reason"]
             lines.append(f"  {'':<20} diffoscope ({d['output']}): {d['status']}: {where}")
         if r["error"]:
-            lines += [f"  {'':<20} {line}" for line in r["error"].splitlines()]
+            lines += [f"  {'':<20} {text}" for text in r["error"].splitlines()]
     c = summary["counts"]
     lines.append(f"{c['reproducible']} reproducible, {c['unreproducible']} not, "
                  f"{c['build-failed']} failed to build; report: {summary['report_dir']}")

@@ -22,6 +22,8 @@ from .compare import STATUS_BUILD_FAILED, AttrResult, CompareOptions, compare_at
 DEFAULT_SYSTEM = "x86_64-linux"
 # The revision of a flake with uncommitted changes: Nix gives none.
 DIRTY_REV = "dirty"
+# What flake.evaluate says of a package; a failed evaluation is a failed build here.
+COMPARED_KINDS = ("package", "eval-error")
 
 
 @dataclass
@@ -78,17 +80,31 @@ def packages_of(ref: str, system: str) -> dict[str, dict]:
 
 
 def select(packages: dict[str, dict], attrs: list[str], ref: str, system: str) -> list[str]:
-    """The attributes to compare: those asked for (all must exist), or every package."""
+    """The attributes to compare: those asked for (all must exist), or every package.
+
+    An attribute whose evaluation fails stays in: it is reported as a build failure.
+    """
     if not attrs:
-        return sorted(a for a, info in packages.items() if info.get("kind") == "package")
+        found = sorted(a for a, info in packages.items() if info.get("kind") in COMPARED_KINDS)
+        if not found:
+            raise UsageError(f"{ref}: packages.{system} holds no derivation to compare")
+        return found
     missing = [a for a in attrs if a not in packages]
     if missing:
         raise UsageError(f"{ref}: packages.{system} has no attribute {', '.join(map(repr, missing))}; "
                          f"it has: {', '.join(sorted(packages)) or '(none)'}")
-    not_drv = [a for a in attrs if packages[a].get("kind") == "not-a-derivation"]
+    not_drv = [a for a in attrs if packages[a].get("kind") not in COMPARED_KINDS]
     if not_drv:
         raise UsageError(f"{ref}: packages.{system}.{not_drv[0]} is not a derivation")
     return list(dict.fromkeys(attrs))
+
+
+def unevaluated(attr: str, ref: str, system: str) -> AttrResult:
+    """The result for an attribute whose derivation could not be evaluated."""
+    installable = f"{ref}#packages.{system}.{attr}"
+    return AttrResult(attr, STATUS_BUILD_FAILED, error=(
+        f"packages.{system}.{attr} does not evaluate to a derivation; "
+        f"`nix eval {installable}.drvPath` shows why"))
 
 
 def default_report_dir(date: str, rev: str) -> Path:
@@ -117,8 +133,7 @@ def run_repro(ref: str, attrs: list[str] | None = None, *, system: str = DEFAULT
     for attr in selected:
         info = packages[attr]
         if info.get("kind") != "package" or not info.get("drv"):
-            run.results.append(AttrResult(attr, STATUS_BUILD_FAILED, error=(
-                f"packages.{system}.{attr} does not evaluate to a derivation ({info.get('kind')})")))
+            run.results.append(unevaluated(attr, ref, system))
             continue
         outputs = {o["name"]: o["path"] for o in info.get("outputs", [])}
         run.results.append(compare_attr(attr, info["drv"], outputs, run.report_dir, options))
