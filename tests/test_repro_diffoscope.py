@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from redox_ci.repro.diffoscope import _stop_group, diffoscope_command, report_stem, run_diffoscope
+from redox_ci.repro.diffoscope import (HTML_PAGE_OVERHEAD_BYTES, TRUNCATION_NOTE, _stop_group, cap_file,
+                                       diffoscope_command, report_stem, run_diffoscope)
 
 # How long to wait for the kernel to reap a killed process group before giving up.
 REAP_WAIT_SECONDS = 10
@@ -60,6 +61,33 @@ def test_reports_name_the_differing_file(tmp_path):
     assert "constant.txt" not in text
     assert "build-info.txt" in (tmp_path / "report" / report.html).read_text()
     assert report.text_bytes == len(text.encode())
+
+
+def test_reports_stay_within_the_size_cap(tmp_path):
+    _require_diffoscope()
+    a, b = tmp_path / "first", tmp_path / "second"
+    for root, shift in ((a, 0), (b, 1)):
+        root.mkdir()
+        # One file whose every line differs: one huge diff block.
+        (root / "image.txt").write_text("".join(f"block {i + shift}\n" for i in range(60_000)))
+    limit = 8192
+    report = run_diffoscope(str(a), str(b), tmp_path / "report", attr="big", output="out",
+                            timeout=120, max_report_bytes=limit)
+    assert report.status == "ok", report.reason
+    note = TRUNCATION_NOTE.format(limit=limit)
+    assert report.text_bytes <= limit + len(note) + 2
+    assert report.html_bytes <= limit + HTML_PAGE_OVERHEAD_BYTES + len(note) + 40
+    text = (tmp_path / "report" / report.text).read_text()
+    assert "image.txt" in text
+
+
+def test_cap_file_cuts_at_a_line_end(tmp_path):
+    path = tmp_path / "r.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(1000)))
+    assert cap_file(path, 100, html=False)
+    kept = "".join(f"line {i}\n" for i in range(13))  # 94 bytes: the whole lines within 100
+    assert path.read_text() == kept + "\n" + TRUNCATION_NOTE.format(limit=100) + "\n"
+    assert not cap_file(path, 10_000, html=False)
 
 
 def test_missing_binary_is_a_reason_not_an_error(tmp_path):

@@ -103,3 +103,9 @@ def test_to_json_round_trip_fields():
     assert data["unreproducible"] == ["ion"]
     assert data["events"][0]["kind"] == BECAME_REPRODUCIBLE
     assert [n["name"] for n in data["nights"]][0] == "2026-11-01-aaa"
+
+
+def test_documents_that_are_not_summaries_are_skipped():
+    history = build_history([summary("2026-11-01", "aaa", base="reproducible"), {"hello": 1},
+                             {"date": "yesterday", "rev": "x", "results": []}, {"date": "2026-11-02"}])
+    assert [n.rev for n in history.nights] == ["aaa"] and history.skipped == 3

@@ -32,6 +32,14 @@ ERROR_TAIL_LINES = 8
 # diffoscope exit codes: 0 no difference, 1 differences, anything else an error.
 EXIT_SAME, EXIT_DIFFERENT = 0, 1
 REPORT_SUBDIR = "diffoscope"
+# diffoscope checks its size limits between diff blocks, so one huge block (a rebuilt
+# 100 000-line file) overshoots them; capping the lines kept per block bounds that.
+# 2000 lines is more than anyone reads of one file's diff.
+MAX_DIFF_BLOCK_LINES_SAVED = 2000
+# The HTML page's inline style and header (about 10 KB) lie outside diffoscope's
+# --max-page-size; the hard cap on the HTML file allows for them.
+HTML_PAGE_OVERHEAD_BYTES = 64 * 1024
+TRUNCATION_NOTE = "[redox-ci: report cut at {limit} bytes; raise [repro].diffoscope_max_report_bytes]"
 
 
 @dataclass
@@ -46,6 +54,7 @@ class DiffoscopeReport:
     seconds: float = 0.0
     html_bytes: int = 0
     text_bytes: int = 0
+    truncated: bool = False  # a report was cut to its size cap after diffoscope wrote it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,7 +66,8 @@ def diffoscope_command(first: str, second: str, html: str, text: str, *, max_rep
     size = str(max_report_bytes)
     argv = [binary, "--no-progress", "--text-color", "never",
             "--html", html, "--text", text,
-            "--max-report-size", size, "--max-text-report-size", size, "--max-page-size", size]
+            "--max-report-size", size, "--max-text-report-size", size, "--max-page-size", size,
+            "--max-diff-block-lines-saved", str(MAX_DIFF_BLOCK_LINES_SAVED)]
     soft = int(timeout * SOFT_TIMEOUT_FRACTION)
     if soft >= 1:
         argv += ["--timeout", str(soft)]
@@ -73,6 +83,19 @@ def report_stem(attr: str, output: str) -> str:
     """File name stem of an output's reports: the attribute, and the output unless 'out'."""
     stem = attr if output == "out" else f"{attr}-{output}"
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in stem)
+
+
+def cap_file(path: Path, limit: int, html: bool) -> bool:
+    """Cut ``path`` to ``limit`` bytes at a line end, with a note; True when cut."""
+    if path.stat().st_size <= limit:
+        return False
+    with path.open("rb") as f:
+        head = f.read(limit)
+    head = head[:head.rfind(b"\n") + 1] or head
+    note = TRUNCATION_NOTE.format(limit=limit)
+    note = f"<p><strong>{note}</strong></p>\n" if html else f"\n{note}\n"
+    path.write_bytes(head + note.encode())
+    return True
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -120,8 +143,10 @@ def run_diffoscope(first: str, second: str, report_dir: Path, *, attr: str, outp
             "(raise [repro].diffoscope_timeout or --diffoscope-timeout)."))
     seconds = round(time.monotonic() - start, 3)
     report = DiffoscopeReport(output, "ok", seconds=seconds)
+    caps = {"html": max_report_bytes + HTML_PAGE_OVERHEAD_BYTES, "text": max_report_bytes}
     for rel, path, field in ((rel_html, html, "html"), (rel_text, text, "text")):
         if path.is_file():
+            report.truncated |= cap_file(path, caps[field], html=field == "html")
             setattr(report, field, rel)
             setattr(report, f"{field}_bytes", path.stat().st_size)
     if proc.returncode == EXIT_SAME:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from html import escape
 
+from ..errors import UsageError
 from .compare import STATUS_BUILD_FAILED, STATUS_REPRODUCIBLE, STATUS_UNREPRODUCIBLE
 from .report import SUMMARY_HTML, VERDICT_LABELS, page, run_name, scoped_style
 
@@ -55,6 +56,7 @@ class History:
     nights: list[Night] = field(default_factory=list)  # oldest first
     attrs: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)  # newest first
+    skipped: int = 0  # documents that were not run summaries
 
     def currently_unreproducible(self) -> list[str]:
         """Attributes whose latest verdict is 'not reproducible'."""
@@ -68,18 +70,27 @@ class History:
     def to_json(self) -> dict:
         return {"nights": [asdict(n) for n in self.nights], "attrs": self.attrs,
                 "events": [e.to_json() for e in self.events],
-                "unreproducible": self.currently_unreproducible()}
+                "unreproducible": self.currently_unreproducible(), "skipped": self.skipped}
 
 
-def night_of(summary: dict) -> Night:
-    return Night(name=run_name(summary["date"], summary["rev"]), date=summary["date"],
-                 rev=summary["rev"], started_at=summary.get("started_at", ""),
-                 statuses={r["attr"]: r["status"] for r in summary.get("results", [])})
+def night_of(summary: dict) -> Night | None:
+    """The night a summary describes, or None when it is not a run summary."""
+    try:
+        return Night(name=run_name(summary["date"], summary["rev"]), date=summary["date"],
+                     rev=summary["rev"], started_at=str(summary.get("started_at", "")),
+                     statuses={r["attr"]: r["status"] for r in summary["results"]})
+    except (KeyError, TypeError, UsageError):
+        return None
 
 
 def build_history(summaries: Iterable[dict]) -> History:
-    """The history of the given nightly summaries, in any order."""
-    nights = sorted((night_of(s) for s in summaries), key=lambda n: (n.date, n.started_at, n.name))
+    """The history of the given nightly summaries, in any order.
+
+    A document that is not a run summary (a stray or truncated object in the
+    bucket) is counted in ``skipped`` instead of breaking the page.
+    """
+    parsed = [night_of(s) for s in summaries]
+    nights = sorted((n for n in parsed if n), key=lambda n: (n.date, n.started_at, n.name))
     attrs = sorted({a for n in nights for a in n.statuses})
     events = []
     for attr in attrs:
@@ -93,8 +104,9 @@ def build_history(summaries: Iterable[dict]) -> History:
                 events.append(Event(attr, kind, night.name, night.date, night.rev,
                                     last.name, last.date, last.rev))
             last = night
-    events.sort(key=lambda e: (e.date, e.night, e.attr), reverse=True)
-    return History(nights, attrs, events)
+    order = {n.name: i for i, n in enumerate(nights)}
+    events.sort(key=lambda e: (order[e.night], e.attr), reverse=True)
+    return History(nights, attrs, events, skipped=sum(n is None for n in parsed))
 
 
 def default_href(night_name: str) -> str:

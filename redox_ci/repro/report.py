@@ -125,6 +125,8 @@ def _diffoscope_cell(result: dict) -> str:
     for d in result.get("diffoscope", []):
         links = [f"<a href=\"{escape(d[kind])}\">{kind}</a>" for kind in ("html", "text") if d.get(kind)]
         reason = f" <span class=\"note\">{escape(d['reason'])}</span>" if d.get("reason") else ""
+        if d.get("truncated"):
+            reason += " <span class=\"note\">(cut to the size cap)</span>"
         items.append(f"<li><code>{escape(d['output'])}</code>: {escape(d['status'])} "
                      f"{' '.join(links)}{reason}</li>")
     return f"<ul>{''.join(items)}</ul>" if items else "-"
