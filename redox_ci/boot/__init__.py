@@ -13,8 +13,15 @@ stand-in VMM for tests and benchmarks.
 
 from __future__ import annotations
 
-from .engine import BootResult
-from .run import BootRequest, boot, replay
-from .vmm import probe
-
 __all__ = ["BootRequest", "BootResult", "boot", "probe", "replay"]
+_HOMES = {"BootResult": "engine", "BootRequest": "run", "boot": "run", "replay": "run", "probe": "vmm"}
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that `python -m redox_ci.boot.replay` (the stand-in VMM)
+    # starts without loading the engine, and without runpy's double-import warning.
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

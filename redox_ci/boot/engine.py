@@ -87,6 +87,7 @@ class BootResult:
     shell_reached: bool = False
     vmm_exit: int | None = None  # the VMM's status when it exited by itself
     verdict_after: float = 0.0   # start to verdict
+    vmm_pid: int | None = None   # also its process group id; gone when the result exists
     notes: list[str] = field(default_factory=list)
     started: float = field(default=0.0, repr=False)  # time.monotonic() at start; not JSON
 
@@ -304,9 +305,12 @@ def _failure_reason(outcome: str, s: _Session, plan: FollowPlan) -> tuple[str, s
     if outcome == "exit":
         return "vmm-exit", f"the VMM exited ({describe_status(s.exited)}) before {nxt.name} " \
                            f"({where}); its output: {s.stderr_tail()}"
-    limit = deadline_for(nxt.name, f.reached, plan) - (last.at if last else 0.0)
-    since = f"after {last.name}" if last else "after start"
-    return "timeout", f"timed out: no {nxt.name} ({nxt.what}) within {limit:g} s {since} ({where})"
+    own = plan.timeouts[nxt.name]
+    if deadline_for(nxt.name, f.reached, plan) < (last.at if last else 0.0) + own:
+        within = f"the overall timeout of {plan.overall:g} s"
+    else:
+        within = f"{own:g} s after {last.name if last else 'start'}"
+    return "timeout", f"timed out: no {nxt.name} ({nxt.what}) within {within} ({where})"
 
 
 def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Path,
@@ -372,7 +376,7 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
         elapsed=round(elapsed, 3), vmm=command.vmm, accel=command.accel,
         harmless=list(f.harmless), serial_log=str(serial_log), vmm_log=str(vmm_log),
         failure=failure, shell_reached=f.has(SHELL), vmm_exit=session.exited,
-        verdict_after=round(verdict_after, 3), notes=notes, started=start)
+        verdict_after=round(verdict_after, 3), vmm_pid=proc.pid, notes=notes, started=start)
 
 
 def _at(f: SerialFollower, name: str) -> float:
