@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,14 @@ def _run(argv: list[str], tmpdir: str | None = None) -> subprocess.CompletedProc
         raise NixError(f"{argv[0]} not found; install Nix (Debian: apt-get install nix-bin)") from None
 
 
+def _build(argv: list[str], tmpdir: str) -> subprocess.CompletedProcess:
+    """Run a build; its log goes on to our stderr (the step's log), stdout stays JSON."""
+    proc = _run(argv, tmpdir)
+    sys.stderr.write(proc.stderr)
+    sys.stderr.flush()
+    return proc
+
+
 def nix_output(argv: list[str], what: str) -> str:
     proc = _run(argv)
     if proc.returncode != 0:
@@ -178,7 +187,7 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
     result = AttrResult(attr, STATUS_BUILD_FAILED, drv=drv, outputs=dict(outputs))
     scratch = tempfile.mkdtemp(prefix="redox-ci-repro-")
     try:
-        first = _run(realise_command(drv), scratch)
+        first = _build(realise_command(drv), scratch)
         if first.returncode != 0:
             result.error = "the build failed:\n" + shorten_error(first.stderr)
             return result
@@ -186,7 +195,7 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
         result.hashes = {name: {"first": stored.get(path), "second": None} for name, path in outputs.items()}
         for path in outputs.values():
             remove_copy(path + CHECK_SUFFIX)
-        second = _run(check_command(drv), scratch)
+        second = _build(check_command(drv), scratch)
         if second.returncode == 0:
             result.status = STATUS_REPRODUCIBLE
             for h in result.hashes.values():

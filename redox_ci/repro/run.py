@@ -9,6 +9,7 @@ each comparison is a build, and a worker's cores go to that build.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +137,7 @@ def run_repro(ref: str, attrs: list[str] | None = None, *, system: str = DEFAULT
             run.results.append(unevaluated(attr, ref, system))
             continue
         outputs = {o["name"]: o["path"] for o in info.get("outputs", [])}
+        print(f"redox-ci repro: {attr}: building {info['drv']} twice", file=sys.stderr, flush=True)
         run.results.append(compare_attr(attr, info["drv"], outputs, run.report_dir, options))
     run.finished_at = now_utc().isoformat(timespec="seconds")
     report.write_report(run.to_json(), run.report_dir)
