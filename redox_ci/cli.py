@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -21,11 +22,21 @@ VERB_MODULES = (
     "redox_ci.cache.cli",
     "redox_ci.boot.cli",
     "redox_ci.repro.cli",
+    "redox_ci.local",
 )
+
+
+# Set by --json-out: the result is also written there as JSON. Buildbot steps use it,
+# since a worker may cut a long stdout line into chunks.
+_json_out: str | None = None
 
 
 def emit(result: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     """Print ``result`` as JSON (dataclasses already turned to dicts) or as text."""
+    if _json_out:
+        with open(_json_out, "w") as f:
+            json.dump(result, f)
+        as_json = False
     if as_json:
         json.dump(result, sys.stdout, indent=None, sort_keys=False)
         sys.stdout.write("\n")
@@ -36,6 +47,8 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redox-ci", description=__doc__.splitlines()[0])
+    parser.add_argument("--json-out", metavar="FILE",
+                        help="also write the result as JSON to FILE (stdout gets the summary)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
@@ -45,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    global _json_out
+    _json_out = args.json_out
+    if _json_out:
+        try:
+            os.unlink(_json_out)
+        except FileNotFoundError:
+            pass
     try:
         return int(args.func(args) or 0)
     except RedoxCIError as e:
@@ -53,7 +73,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"redox-ci {args.verb}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -94,3 +94,32 @@ def evaluate(ref: str, params: EvalParams) -> dict:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
         raise FlakeError(f"evaluating {ref}: nix printed no JSON: {proc.stdout[:200]!r}") from None
+
+
+# Git ref names as the force form and pollers may give them: no shell or URL
+# metacharacters, no "..", no leading "-" or "/".
+BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
+REVISION_RE = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def flake_ref_for(repo: str, branch: str | None = None, rev: str | None = None) -> str:
+    """The flake reference of ``repo`` (a path, git URL or flake ref) at a branch/revision."""
+    if branch and not BRANCH_RE.match(branch):
+        raise FlakeError(f"not a branch name: {branch!r}")
+    if rev and not REVISION_RE.match(rev):
+        raise FlakeError(f"not a git revision (7 to 40 hex digits): {rev!r}")
+    if repo.startswith("/"):
+        base = f"git+file://{repo}"
+    elif repo.startswith(("http://", "https://", "ssh://", "file://")):
+        base = f"git+{repo}"
+    else:
+        base = repo
+    query = [f"ref={branch}"] if branch and not (rev and len(rev) == 40 and base.startswith("github:")) else []
+    if rev:
+        if len(rev) != 40:
+            raise FlakeError(f"revision {rev!r}: Nix needs the full 40-digit revision")
+        query.append(f"rev={rev}")
+    if not query:
+        return check_flake_ref(base)
+    sep = "&" if "?" in base else "?"
+    return check_flake_ref(base + sep + "&".join(query))

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _settings(path: str | None):
     if path or os.environ.get("REDOX_CI_SETTINGS"):
-        return load_settings(path)
+        return load_settings(path, with_workers=False)
     return None
 
 

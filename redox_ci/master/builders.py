@@ -1,0 +1,124 @@
+"""The table of builders: what runs where.
+
+``redox/plan`` evaluates the flake and triggers, stage by stage, one build per job
+on ``<system>/<stage>``; jobs that are not built get a visible result from
+``redox/report``. Builders exist only for systems some worker builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from buildbot.plugins import steps, util
+from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.process import buildstep
+
+from ..config import LoadedSettings
+from ..errors import FlakeError
+from ..flake import flake_ref_for
+from ..plan import OTHER_STAGE
+from . import steps as redox_steps
+from .workers import names_for
+
+PLAN_BUILDER = "redox/plan"
+REPORT_BUILDER = "redox/report"
+# Settings file the plan step downloads to the worker, beside the build.
+WORKER_SETTINGS = "redox-ci-settings.toml"
+
+
+@dataclass(frozen=True)
+class StageBuilder:
+    name: str
+    system: str
+    stage: str
+    workers: list[str]
+
+
+def stage_builders(loaded: LoadedSettings) -> list[StageBuilder]:
+    out = []
+    for system in loaded.settings.flake.systems:
+        workers = names_for(loaded.workers, system)
+        if workers:
+            for stage in [*loaded.settings.plan.stages, OTHER_STAGE]:
+                out.append(StageBuilder(f"{system}/{stage}", system, stage, workers))
+    return out
+
+
+class ResolveFlake(buildstep.BuildStep):
+    """Set ``flake_ref`` from the configured repository and the change's branch and revision.
+
+    The repository always comes from the settings, never from a change or webhook.
+    """
+
+    name = "resolve flake"
+
+    def __init__(self, repo: str, **kwargs):
+        self.repo = repo
+        super().__init__(haltOnFailure=True, **kwargs)
+        self._summary = ""
+
+    async def run(self):
+        try:
+            ref = flake_ref_for(self.repo, self.getProperty("branch") or None,
+                                self.getProperty("revision") or None)
+        except FlakeError as e:
+            self._summary = str(e)
+            return FAILURE
+        self.setProperty("flake_ref", ref, "ResolveFlake")
+        self._summary = ref
+        return SUCCESS
+
+    def getResultSummary(self):
+        return {"step": self._summary}
+
+
+@util.renderer
+def plan_args(props):
+    args = ["plan", "--flake", props.getProperty("flake_ref"), "--settings", WORKER_SETTINGS]
+    systems = props.getProperty("systems")
+    if systems:
+        args += ["--systems", ",".join(systems if isinstance(systems, list) else [systems])]
+    if props.getProperty("attrs"):
+        args += ["--attrs", props.getProperty("attrs")]
+    return args
+
+
+def plan_factory(loaded: LoadedSettings, job_builders: list[StageBuilder]) -> util.BuildFactory:
+    settings = loaded.settings
+    cmd = settings.workers.command
+    f = util.BuildFactory()
+    f.addStep(ResolveFlake(settings.flake.repo))
+    f.addStep(steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS,
+                                   name="settings to worker", hideStepIf=lambda r, s: r == SUCCESS))
+    f.addStep(redox_steps.PlanStep(cmd, plan_args, name="plan", haltOnFailure=True))
+    for stage in [*settings.plan.stages, OTHER_STAGE]:
+        scheds = {b.system: b.name for b in job_builders if b.stage == stage}
+        f.addStep(redox_steps.TriggerStage(stage, scheds, REPORT_BUILDER))
+    return f
+
+
+def job_factory(loaded: LoadedSettings) -> util.BuildFactory:
+    f = util.BuildFactory()
+    f.addStep(redox_steps.BuildJob(loaded.settings.workers.command))
+    return f
+
+
+def report_factory() -> util.BuildFactory:
+    f = util.BuildFactory()
+    f.addStep(redox_steps.ReportJob())
+    return f
+
+
+def builder_configs(loaded: LoadedSettings) -> list[util.BuilderConfig]:
+    all_workers = [w.name for w in loaded.workers]
+    jobs = stage_builders(loaded)
+    configs = [
+        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers,
+                           factory=plan_factory(loaded, jobs), tags=["plan"]),
+        util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers,
+                           factory=report_factory(), tags=["report"]),
+    ]
+    for b in jobs:
+        configs.append(util.BuilderConfig(name=b.name, workernames=b.workers,
+                                          factory=job_factory(loaded), tags=[b.system, b.stage]))
+    return configs

@@ -1,0 +1,55 @@
+"""Settings in, ``BuildmasterConfig`` out: the one function master.cfg calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildbot import config as bb_config
+
+from ..config import ConfigError, LoadedSettings, load_secrets, load_settings, settings_path
+from . import builders, schedulers, www
+from .secrets import SecretsFileProvider
+from .workers import make_worker
+
+
+def build_config(loaded: LoadedSettings) -> dict:
+    settings = loaded.settings
+    secrets = load_secrets(loaded)
+    jobs = builders.stage_builders(loaded)
+    c: dict = {
+        "title": "redox-ci",
+        "titleURL": settings.flake.repo if "://" in settings.flake.repo else None,
+        "buildbotURL": settings.www.url,
+        # No usage data sent anywhere.
+        "buildbotNetUsageData": None,
+        "db": {"db_url": settings.database.url},
+        "protocols": {"pb": {"port": f"tcp:{settings.workers.port}"}},
+        "workers": [make_worker(w) for w in loaded.workers],
+        "secretsProviders": [SecretsFileProvider(secrets.values)],
+        "change_source": [schedulers.poller(settings)],
+        # Each triggered job is its own request; collapsing would merge different attributes.
+        "collapseRequests": False,
+        "builders": builders.builder_configs(loaded),
+        "schedulers": [
+            schedulers.commit_scheduler(settings, builders.PLAN_BUILDER),
+            schedulers.force_scheduler(settings, builders.PLAN_BUILDER),
+            schedulers.triggerable(builders.REPORT_BUILDER, builders.REPORT_BUILDER),
+            *[schedulers.triggerable(b.name, b.name) for b in jobs],
+        ],
+        "services": [],
+        "www": www.www_config(settings, secrets.users),
+    }
+    return c
+
+
+def master_config(basedir: str | Path) -> dict:
+    """For master.cfg: load settings beside the master (or $REDOX_CI_SETTINGS).
+
+    A ConfigError becomes Buildbot's configuration error: the master refuses to
+    start and prints the message, not a traceback.
+    """
+    try:
+        return build_config(load_settings(settings_path(basedir=Path(basedir))))
+    except ConfigError as e:
+        bb_config.error(str(e))
+        raise

@@ -1,0 +1,73 @@
+"""What starts a pipeline: new commits (poller, GitHub hook) and the force form.
+
+Every force-form field is checked by a regular expression before anything runs, and
+Buildbot refuses the form with the field's message when one does not match. The
+patterns end in \\Z, not $, so a trailing newline is refused too.
+"""
+
+from __future__ import annotations
+
+from buildbot.plugins import changes, schedulers, util
+
+from ..config import Settings
+
+PLAN_SCHEDULER = "commits"
+FORCE_SCHEDULER = "force"
+BRANCH_PATTERN = r"^(?!-)(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}\Z"
+REVISION_PATTERN = r"^([0-9a-f]{40})?\Z"
+ATTRS_PATTERN = r"^([A-Za-z_][A-Za-z0-9_'-]*([ ,]+[A-Za-z_][A-Za-z0-9_'-]*)*)?\Z"
+REASON_PATTERN = r"^[^\x00-\x1f\x7f]{0,200}\Z"
+
+
+def poller(settings: Settings, workdir: str = "gitpoller-work"):
+    return changes.GitPoller(repourl=settings.flake.repo, branches=list(settings.flake.branches),
+                             pollInterval=settings.flake.poll_interval, pollAtLaunch=True,
+                             workdir=workdir)
+
+
+def commit_scheduler(settings: Settings, plan_builder: str):
+    return schedulers.SingleBranchScheduler(
+        name=PLAN_SCHEDULER, builderNames=[plan_builder], treeStableTimer=None,
+        change_filter=util.ChangeFilter(branch=list(settings.flake.branches)))
+
+
+class RestrictedForceScheduler(schedulers.ForceScheduler):
+    """A ForceScheduler that only ever forces its own builders.
+
+    Buildbot 4.3 takes the ``builderid`` of a force call at its word, so a call to
+    ``/forceschedulers/force`` could start any builder, a job builder with made-up
+    properties included.
+    """
+
+    async def computeBuilderNames(self, builderNames=None, builderid=None):
+        names = await super().computeBuilderNames(builderNames, builderid)
+        return sorted(set(names).intersection(self.builderNames))
+
+
+def force_scheduler(settings: Settings, plan_builder: str):
+    systems = list(settings.flake.systems)
+    return RestrictedForceScheduler(
+        name=FORCE_SCHEDULER, buttonName="Force build",
+        label="Build a branch, a commit, or some attributes",
+        builderNames=[plan_builder],
+        codebases=[util.CodebaseParameter(
+            codebase="",
+            branch=util.StringParameter(name="branch", label="Branch", default=settings.flake.branches[0],
+                                        regex=BRANCH_PATTERN),
+            revision=util.StringParameter(name="revision", default="", regex=REVISION_PATTERN,
+                                          label="Revision (40 hex digits; empty: the branch tip)"),
+            repository=util.FixedParameter(name="repository", default=settings.flake.repo),
+            project=util.FixedParameter(name="project", default=""),
+        )],
+        reason=util.StringParameter(name="reason", label="Reason", default="forced from the web UI",
+                                    size=40, regex=REASON_PATTERN),
+        properties=[
+            util.ChoiceStringParameter(name="systems", label="Systems", choices=systems, default=systems,
+                                       multiple=True, strict=True),
+            util.StringParameter(name="attrs", label="Attributes (space separated; empty: all)",
+                                 default="", size=60, regex=ATTRS_PATTERN),
+        ])
+
+
+def triggerable(name: str, builder: str):
+    return schedulers.Triggerable(name=name, builderNames=[builder])

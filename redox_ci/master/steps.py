@@ -1,0 +1,194 @@
+"""Steps that run ``redox-ci VERB --json`` on a worker and report its answer.
+
+Each step builds an argv (never a shell string), runs it, parses the JSON the verb
+printed on stdout and turns it into a result, a one-line summary and properties.
+What the verb printed on stderr (Nix's build log, errors) is the step's log.
+"""
+
+from __future__ import annotations
+
+import json
+
+from buildbot.plugins import steps, util
+from buildbot.process import buildstep
+from buildbot.steps.worker import CompositeStepMixin
+from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+
+# A step summary is one line in the web UI; longer reasons are in the log.
+SUMMARY_CHARS = 200
+
+
+def one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 1] + "…"
+
+
+def parse_result(text: str | None) -> dict | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def stderr_reason(stderr: str) -> str:
+    lines = [l for l in stderr.strip().splitlines() if l.startswith("redox-ci ")]
+    return lines[-1] if lines else (stderr.strip().splitlines() or ["no output"])[-1]
+
+
+class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep):
+    """Run ``redox-ci --json-out FILE <args>``; subclasses say what the JSON means.
+
+    The JSON comes back as a file, not from stdout: the worker cuts long stdout lines
+    into chunks, and stdout then holds the verb's summary for a person.
+    """
+
+    renderables = ["verb_args"]
+
+    def __init__(self, redox_ci: list[str], verb_args, **kwargs):
+        self.verb_args = verb_args
+        self.redox_ci = list(redox_ci)
+        kwargs = self.setupShellMixin(kwargs)
+        super().__init__(**kwargs)
+        self._summary = ""
+
+    async def run(self):
+        result_file = f"redox-ci-result-{self.stepid}.json"
+        self.command = [*self.redox_ci, "--json-out", result_file, *self.verb_args]
+        cmd = await self.makeRemoteShellCommand(collectStderr=True)
+        await self.runCommand(cmd)
+        data = parse_result(await self.getFileContentFromWorker(result_file))
+        if data is None:
+            reason = stderr_reason(cmd.stderr) if cmd.stderr.strip() else f"exit {cmd.rc}, no result"
+            self._summary = one_line(reason)
+            return FAILURE
+        return await self.interpret(data, cmd.rc)
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        raise NotImplementedError
+
+    def getResultSummary(self):
+        if self._summary:
+            return {"step": self._summary, "build": self._summary}
+        return super().getResultSummary()
+
+
+class PlanStep(RedoxCiStep):
+    """Evaluate the flake once; the plan becomes the ``plan`` property."""
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        summary = data.get("summary", {})
+        self.setProperty("plan", data, "PlanStep")
+        await self.addCompleteLog("plan", "\n".join(
+            f"{j['status']:8} {j['stage']:16} {j['system']:14} {j['attr']}"
+            + (f"  - {j['reason']}" if j["reason"] else "") for j in data["jobs"]))
+        self._summary = "plan: " + ", ".join(f"{n} {s}" for s, n in summary.items() if n)
+        return WARNINGS if summary.get("failed") else SUCCESS
+
+
+def job_properties(job: dict, flake: str) -> dict:
+    return {
+        "attr": job["attr"], "system": job["system"], "stage": job["stage"], "drv": job["drv"] or "",
+        "checks": job["checks"], "checks_forced": job.get("checks_forced", False),
+        "outputs": job.get("outputs", []), "job_status": job["status"], "job_reason": job["reason"],
+        "flake": flake,
+        # Each attribute shows as a builder of its own in the web UI, with its own history.
+        "virtual_builder_name": f"{job['system']}.{job['attr']}",
+        "virtual_builder_tags": [job["system"], job["stage"]],
+    }
+
+
+class TriggerStage(steps.Trigger):
+    """Start one build per job of a stage, on the builder of its system and stage.
+
+    Jobs that will not be built (skipped, cached, failed to evaluate, or for a
+    system no worker builds) go to the report builder, so every job has a visible
+    result with its reason.
+    """
+
+    def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str, **kwargs):
+        self.stage = stage
+        self.job_schedulers = job_schedulers  # system -> scheduler name
+        self.report_scheduler = report_scheduler
+        names = sorted(set(job_schedulers.values()) | {report_scheduler})
+        super().__init__(name=f"stage {stage}", schedulerNames=names, waitForFinish=True,
+                         haltOnFailure=False, flunkOnFailure=True,
+                         doStepIf=lambda step: bool(step.stage_jobs()),
+                         hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
+
+    def stage_jobs(self) -> list[dict]:
+        plan = self.getProperty("plan") or {}
+        return [j for j in plan.get("jobs", []) if j["stage"] == self.stage]
+
+    def getSchedulersAndProperties(self):
+        flake = self.getProperty("flake_ref") or ""
+        out = []
+        for job in self.stage_jobs():
+            sched = self.job_schedulers.get(job["system"])
+            if job["status"] == "build" and sched is None:
+                job = {**job, "status": "skipped", "reason": f"no worker builds {job['system']}"}
+            if job["status"] != "build":
+                sched = self.report_scheduler
+            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake),
+                        "unimportant": False})
+        return out
+
+    def getCurrentSummary(self):
+        if not self.triggeredNames:
+            return {"step": f"{self.stage}: starting"}
+        counts = ", ".join(f"{self._result_list.count(r)} {statusToString(r, self._result_list.count(r))}"
+                           for r in ALL_RESULTS if self._result_list.count(r))
+        return {"step": f"{self.stage}: {len(self.brids)} jobs" + (f", {counts}" if counts else "")}
+
+
+class BuildJob(RedoxCiStep):
+    """Build one planned derivation; judge its tests from cargo's output."""
+
+    def __init__(self, redox_ci: list[str], **kwargs):
+        super().__init__(redox_ci, verb_args=build_args, name="build", **kwargs)
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        tests = data.get("tests")
+        if tests:
+            for key in ("passed", "failed", "ignored", "suites"):
+                self.setProperty(f"tests_{key}", tests[key], "BuildJob")
+        self.setProperty("out_paths", data.get("outputs", []), "BuildJob")
+        self.setProperty("build_status", data["status"], "BuildJob")
+        prefix = "doCheck turned on by redox-ci; " if data.get("checks_forced") else ""
+        first = (data.get("reason") or data["status"]).splitlines()[0]
+        self._summary = one_line(f"{data['attr']}: {prefix}{first}")
+        if data["status"] != "success":
+            await self.addCompleteLog("failure", data.get("reason", ""))
+            return FAILURE
+        return SUCCESS
+
+
+@util.renderer
+def build_args(props):
+    args = ["build", "--drv", props.getProperty("drv"), "--attr", props.getProperty("attr"),
+            "--system", props.getProperty("system")]
+    if props.getProperty("checks"):
+        args.append("--checks")
+    if props.getProperty("checks_forced"):
+        args.append("--checks-forced")
+    if props.getProperty("flake"):
+        args += ["--flake", props.getProperty("flake")]
+    return args
+
+
+class ReportJob(buildstep.BuildStep):
+    """The result of a job that is not built here: skipped, cached or failed to evaluate."""
+
+    name = "report"
+
+    async def run(self):
+        status = self.getProperty("job_status")
+        self._summary = one_line(f"{self.getProperty('attr')}: {status}: {self.getProperty('job_reason')}")
+        if status == "skipped":
+            # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
+            self.build.results = SKIPPED
+            return SKIPPED
+        return SUCCESS if status == "cached" else FAILURE
+
+    def getResultSummary(self):
+        return {"step": self._summary, "build": self._summary}
