@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from repro_support import make_repro_flake  # noqa: E402
+from repro_support import CLI, make_repro_flake  # noqa: E402
 
 from redox_ci.nix import FLAKE_FEATURES  # noqa: E402
 
@@ -41,7 +41,7 @@ DEFAULT_ROUNDS = 3
 # Busy-loop iterations per build in the second series: about a second on this machine,
 # so 3 attributes built twice spend about 6 s building.
 DEFAULT_WORK = 1_000_000
-CLI = [sys.executable, "-m", "redox_ci.cli"]
+
 
 
 def env() -> dict[str, str]:

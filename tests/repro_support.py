@@ -39,9 +39,14 @@ def make_repro_flake(dest: Path, salt: str | None = None, work: int | None = Non
     return dest
 
 
+# The redox-ci command, started the way its console script starts it (the PATH of
+# some tests has no redox-ci on it).
+CLI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main())"]
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``redox-ci ARGS`` in a child process, as a Buildbot step runs it."""
-    return subprocess.run([sys.executable, "-m", "redox_ci.cli", *args], capture_output=True,
+    return subprocess.run([*CLI, *args], capture_output=True,
                           text=True, env=env if env is not None else dict(os.environ), cwd=cwd)
 
 
