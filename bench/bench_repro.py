@@ -43,7 +43,6 @@ DEFAULT_ROUNDS = 3
 DEFAULT_WORK = 1_000_000
 
 
-
 def env() -> dict[str, str]:
     return {**os.environ, "NIX_CONFIG": f"{FLAKE_FEATURES}\nsubstituters =\n"}
 
