@@ -8,7 +8,7 @@ DEBIAN_PACKAGES=(
   git nix-bin
   qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
   expect diffoscope
-  clang lld
+  clang lld dosfstools mtools
   chromium chromium-driver
   postgresql
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ TRANSCRIPTS = ROOT / "fixtures" / "boot" / "transcripts"
 STUB_BUILD = ROOT / "fixtures" / "redox-flake" / "bootstub" / "build.sh"
 FAKE_CH_DIR = Path(__file__).resolve().parent / "boot" / "bin"
 EFI_NAMES = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
+# The redox-ci command, run by this interpreter whatever is on PATH.
+REDOX_CI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main(sys.argv[1:]))"]
 # Bounds for the tests' own waiting (never asserted on): generous for a loaded 2-core host.
 WAIT_S = 60.0
 WAIT_STEP_S = 0.02
@@ -111,3 +114,17 @@ def fake_ch_env(monkeypatch, transcript_path: Path, argv_log: Path | None = None
     monkeypatch.setenv("REDOX_CI_FAKE_CH_TRANSCRIPT", str(transcript_path))
     if argv_log is not None:
         monkeypatch.setenv("REDOX_CI_FAKE_CH_ARGV", str(argv_log))
+
+
+def make_esp_image(path: Path, efi: Path) -> Path:
+    """A disk that firmware alone boots: one FAT file system holding EFI/BOOT/BOOTX64.EFI.
+
+    Cloud Hypervisor has no -kernel: its firmware boots the disk, as it boots redox.img.
+    """
+    missing = [t for t in ("mkfs.fat", "mmd", "mcopy") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (scripts/install.sh installs dosfstools mtools)")
+    subprocess.run(["mkfs.fat", "-C", "-n", "REDOXESP", str(path), "4096"], check=True, capture_output=True)
+    subprocess.run(["mmd", "-i", str(path), "::/EFI", "::/EFI/BOOT"], check=True)
+    subprocess.run(["mcopy", "-i", str(path), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], check=True)
+    return path

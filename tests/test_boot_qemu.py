@@ -1,0 +1,107 @@
+"""Real QEMU boots of the stub bootloader, built here from the fixture flake's source.
+
+The stub prints the milestones a Redox boot prints (one harmless warning among
+them) and powers off, or panics and hangs: real firmware, real VMM, real console.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from boot_support import REDOX_CI, assert_vm_gone, build_stub, make_image
+from conftest import require_nix
+from redox_ci.boot.run import BootRequest, boot
+from redox_ci.boot.vmm import QEMU_BINARY, find_binary, host_system, kvm_status
+from redox_ci.config import BootSettings
+
+STUB_BANNER = b"Redox OS Bootloader (redox-ci stub)"
+KVM_FALLBACK_NOTE = "KVM is there but QEMU could not use it"
+
+
+def require_qemu(system: str) -> None:
+    if not find_binary(QEMU_BINARY[system]):
+        pytest.skip(f"{QEMU_BINARY[system]} not installed (scripts/install.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stubs")
+    return {
+        ("x86_64", "pass"): build_stub(base / "x86_64-pass", "x86_64", "pass"),
+        ("x86_64", "panic"): build_stub(base / "x86_64-panic", "x86_64", "panic"),
+        ("aarch64", "pass"): build_stub(base / "aarch64-pass", "aarch64", "pass"),
+    }
+
+
+def qemu_boot(tmp_path, bootloader, system="x86_64-linux", **kw):
+    require_qemu(system)
+    request = BootRequest(vmm="qemu", image=make_image(tmp_path / "redox.img"), bootloader=bootloader,
+                          system=system, serial_log=tmp_path / "serial.log", vmm_log=tmp_path / "vmm.log", **kw)
+    return boot(request, BootSettings())
+
+
+def test_x86_64_boots_with_kvm_when_present_else_tcg(tmp_path, stubs):
+    r = qemu_boot(tmp_path, stubs[("x86_64", "pass")])
+    assert r.verdict == "pass", r.reason
+    assert [m["name"] for m in r.milestones] == ["firmware", "kernel", "boot-complete", "shell"]
+    assert r.harmless == ["WARN - Failed to locate Outputs"]
+    kvm_ok, _ = kvm_status("x86_64-linux")
+    if not kvm_ok:
+        assert r.accel == "tcg" and not r.notes
+    elif r.accel == "tcg":  # KVM is there but does not work (nested virtualisation)
+        assert KVM_FALLBACK_NOTE in r.notes[0]
+    assert STUB_BANNER in (tmp_path / "serial.log").read_bytes()
+    assert_vm_gone(r.vmm_pid)
+
+
+def test_x86_64_tcg(tmp_path, stubs):
+    r = qemu_boot(tmp_path, stubs[("x86_64", "pass")], accel="tcg")
+    assert (r.verdict, r.accel) == ("pass", "tcg"), r.reason
+    assert_vm_gone(r.vmm_pid)
+
+
+def test_x86_64_kvm(tmp_path, stubs):
+    ok, why = kvm_status("x86_64-linux")
+    if not ok:
+        pytest.skip(f"no KVM: {why}")
+    r = qemu_boot(tmp_path, stubs[("x86_64", "pass")], accel="kvm")
+    assert_vm_gone(r.vmm_pid)
+    if r.failure in ("vmm-exit", "vmm-error") and not r.milestones:
+        pytest.skip(f"/dev/kvm is there but QEMU cannot use it on this host: {r.reason}")
+    assert (r.verdict, r.accel) == ("pass", "kvm"), r.reason
+
+
+def test_x86_64_panic_fails_and_the_hung_vm_is_stopped(tmp_path, stubs):
+    r = qemu_boot(tmp_path, stubs[("x86_64", "panic")], accel="tcg")
+    assert (r.verdict, r.failure) == ("fail", "panic")
+    assert "KERNEL PANIC: redox-ci stub panicked at" in r.reason
+    assert r.vmm_exit is None  # the stub hangs after the panic: redox-ci stopped it
+    assert_vm_gone(r.vmm_pid)
+
+
+def test_aarch64_boots_on_aavmf(tmp_path, stubs):
+    r = qemu_boot(tmp_path, stubs[("aarch64", "pass")], system="aarch64-linux")
+    assert r.verdict == "pass", r.reason
+    assert r.accel == ("kvm" if host_system() == "aarch64-linux" and kvm_status("aarch64-linux")[0] else "tcg")
+    assert STUB_BANNER in (tmp_path / "serial.log").read_bytes()
+    assert_vm_gone(r.vmm_pid)
+
+
+def test_fixture_flake_outputs_boot_through_the_cli(fixture_repo, tmp_path):
+    require_nix()
+    require_qemu("x86_64-linux")
+    built = subprocess.run(["nix", "build", "--no-link", "--json", f"{fixture_repo}#bootloader",
+                            f"{fixture_repo}#diskImage"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    bootloader, disk_image = (b["outputs"]["out"] for b in json.loads(built.stdout))
+    p = subprocess.run([*REDOX_CI, "boot", "--vmm", "qemu", "--image", disk_image, "--bootloader", bootloader,
+                        "--serial-log", str(tmp_path / "serial.log"), "--vmm-log", str(tmp_path / "vmm.log"),
+                        "--json"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr + p.stdout
+    result = json.loads(p.stdout)
+    assert result["verdict"] == "pass" and result["shell_reached"]
+    assert result["harmless"] == ["WARN - Failed to locate Outputs"]
+    assert_vm_gone(result["vmm_pid"])
