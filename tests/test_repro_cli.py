@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_nix
-from redox_ci.fixture import git
+from redox_ci.fixture import commit_all, git
 from repro_support import EXPECTED, NOISY_FILE, by_attr, make_repro_flake, run_cli, run_json
 
 RESULT_KEYS = {"attr", "reproducible", "status", "hashes", "differences", "diffoscope"}
@@ -110,3 +110,38 @@ def test_diffoscope_timeout_keeps_the_verdict(flake, tmp_path):
     assert scope["status"] == "timeout" and scope["html"] is None
     assert "did not finish within 0.05 s" in (tmp_path / "r" / "index.html").read_text()
     assert not (tmp_path / "r" / "diffoscope" / "noisy.html").exists()
+
+
+def test_history_names_the_commit_that_broke_reproducibility(tmp_path):
+    require_nix()
+    repo = make_repro_flake(tmp_path / "flake")
+    reproducible_rev = git(repo, "rev-parse", "HEAD")[:12]
+    code, _ = run_json("repro", "--flake", str(repo), "--attr", "stable", cwd=tmp_path)
+    assert code == 0
+    flake_nix = repo / "flake.nix"
+    text = flake_nix.read_text()
+    pinned = 'echo "built on $(date -u -d @$SOURCE_DATE_EPOCH +%F)"'
+    assert pinned in text
+    flake_nix.write_text(text.replace(pinned, 'echo "built at $(date -u +%T.%N)"'))
+    broken_rev = commit_all(repo, "stable: stamp the build time")[:12]
+    code, night = run_json("repro", "--flake", str(repo), "--attr", "stable", cwd=tmp_path)
+    assert code == 1
+    assert [d["path"] for d in night["results"][0]["differences"]] == ["share/doc/README"]
+
+    page = tmp_path / "history.html"
+    code, history = run_json("repro-history", "--reports", str(tmp_path / "repro-reports"),
+                             "--html", str(page))
+    assert code == 0
+    [event] = history["events"]
+    assert (event["attr"], event["kind"]) == ("stable", "became-unreproducible")
+    assert (event["rev"], event["previous_rev"]) == (broken_rev, reproducible_rev)
+    assert history["unreproducible"] == ["stable"]
+    link = f"repro-reports/{event['night']}/index.html"
+    assert f'href="{link}"' in page.read_text() and (tmp_path / link).is_file()
+    human = run_cli("repro-history", "--reports", str(tmp_path / "repro-reports")).stdout
+    assert f"stable became NOT reproducible on {event['date']} at {broken_rev}" in human
+
+
+def test_history_of_a_missing_directory_is_a_usage_error(tmp_path):
+    proc = run_cli("repro-history", "--reports", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "not a directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
 
-from redox_ci.repro.history import (BECAME_REPRODUCIBLE, BECAME_UNREPRODUCIBLE, build_history,
+from redox_ci.repro.history import (BECAME_REPRODUCIBLE, BECAME_UNREPRODUCIBLE, build_history, read_summaries,
                                     render_history_html)
 
 
@@ -109,3 +110,17 @@ def test_documents_that_are_not_summaries_are_skipped():
     history = build_history([summary("2026-11-01", "aaa", base="reproducible"), {"hello": 1},
                              {"date": "yesterday", "rev": "x", "results": []}, {"date": "2026-11-02"}])
     assert [n.rev for n in history.nights] == ["aaa"] and history.skipped == 3
+
+
+def test_read_summaries_passes_bad_files_on_as_skipped(tmp_path):
+    import json
+
+    good = tmp_path / "2026-11-01-aaa"
+    good.mkdir()
+    (good / "summary.json").write_text(json.dumps(summary("2026-11-01", "aaa", base="reproducible")))
+    bad = tmp_path / "2026-11-02-bbb"
+    bad.mkdir()
+    (bad / "summary.json").write_text('{"date": "2026-11-02", "rev"')  # cut short by a failed upload
+    (tmp_path / "index.html").write_text("not a night")
+    history = build_history(read_summaries(tmp_path))
+    assert [n.rev for n in history.nights] == ["aaa"] and history.skipped == 1

@@ -9,11 +9,15 @@ Exit 0 when every attribute is reproducible, 1 when one is not or fails to build
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..cli import emit
 from ..config import ReproSettings
 from ..errors import UsageError
 from .compare import CompareOptions
+from .history import BECAME_UNREPRODUCIBLE, build_history, read_summaries, render_history_html
+from .report import SUMMARY_HTML
 from .run import run_repro
 
 DEFAULTS = ReproSettings()
@@ -59,6 +63,15 @@ def register(sub) -> None:
                    help="keep the differing copy <out>.check in the store")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=handle)
+
+    h = sub.add_parser("repro-history", help="night-by-night history of reproducibility reports",
+                       description="Read <DIR>/*/summary.json and show which attribute became "
+                                   "unreproducible on which commit.")
+    h.add_argument("--reports", required=True, metavar="DIR",
+                   help="a local copy of the bucket's reports/ (one directory per night)")
+    h.add_argument("--html", metavar="FILE", help="also write the history page here")
+    h.add_argument("--json", action="store_true", help="print one JSON document")
+    h.set_defaults(func=handle_history)
 
 
 def command_line(settings: ReproSettings, flake: str, *, report_dir: str, rev: str | None = None,
@@ -108,3 +121,30 @@ def handle(args: argparse.Namespace) -> int:
                     rev=args.rev, options=options)
     emit(run.to_json(), args.json, _human)
     return 0 if run.ok else 1
+
+
+def _human_history(data: dict) -> str:
+    lines = [f"{len(data['nights'])} nights, {len(data['attrs'])} attributes"]
+    for e in data["events"]:
+        broke = e["kind"] == BECAME_UNREPRODUCIBLE
+        lines.append(f"  {e['attr']} became {'NOT ' if broke else ''}reproducible on {e['date']} at "
+                     f"{e['rev']}; last {'' if broke else 'not '}reproducible on {e['previous_date']} "
+                     f"at {e['previous_rev']}")
+    lines.append("not reproducible now: " + (", ".join(data["unreproducible"]) or "none"))
+    if data["skipped"]:
+        lines.append(f"skipped {data['skipped']} file(s) that are not run summaries")
+    return "\n".join(lines)
+
+
+def handle_history(args: argparse.Namespace) -> int:
+    reports = Path(args.reports)
+    if not reports.is_dir():
+        raise UsageError(f"{reports}: not a directory")
+    history = build_history(read_summaries(reports))
+    if args.html:
+        page = Path(args.html).resolve()
+        nights = os.path.relpath(reports.resolve(), page.parent)
+        page.write_text(render_history_html(
+            history, href=lambda night: f"{nights}/{night}/{SUMMARY_HTML}", full_page=True))
+    emit(history.to_json(), args.json, _human_history)
+    return 0

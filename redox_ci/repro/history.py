@@ -11,13 +11,15 @@ previous verdict. Everything here is pure: data in, data or HTML out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from html import escape
+from pathlib import Path
 
 from ..errors import UsageError
 from .compare import STATUS_BUILD_FAILED, STATUS_REPRODUCIBLE, STATUS_UNREPRODUCIBLE
-from .report import SUMMARY_HTML, VERDICT_LABELS, page, run_name, scoped_style
+from .report import SUMMARY_HTML, SUMMARY_JSON, VERDICT_LABELS, page, run_name, scoped_style
 
 BECAME_UNREPRODUCIBLE = "became-unreproducible"
 BECAME_REPRODUCIBLE = "became-reproducible"
@@ -107,6 +109,21 @@ def build_history(summaries: Iterable[dict]) -> History:
     order = {n.name: i for i, n in enumerate(nights)}
     events.sort(key=lambda e: (order[e.night], e.attr), reverse=True)
     return History(nights, attrs, events, skipped=sum(n is None for n in parsed))
+
+
+def read_summaries(reports_dir: str | Path) -> list:
+    """The ``<night>/summary.json`` documents below a local copy of ``reports/``.
+
+    An unreadable or non-JSON file is passed on as None, which ``build_history``
+    counts as skipped, so one bad night does not hide the others.
+    """
+    found = []
+    for path in sorted(Path(reports_dir).glob(f"*/{SUMMARY_JSON}")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            found.append(None)
+    return found
 
 
 def default_href(night_name: str) -> str:

@@ -129,7 +129,7 @@ def run_repro(ref: str, attrs: list[str] | None = None, *, system: str = DEFAULT
     selected = select(packages, attrs, ref, system)
     rev = report.check_rev(rev or flake_rev(ref))
     out = Path(report_dir) if report_dir else default_report_dir(date, rev)
-    run = ReproRun(ref, rev, date, system, out.resolve(), started.isoformat(timespec="seconds"))
+    run = ReproRun(ref, rev, date, system, out.resolve(), started.isoformat(timespec="milliseconds"))
     out.mkdir(parents=True, exist_ok=True)
     for attr in selected:
         info = packages[attr]
@@ -139,6 +139,6 @@ def run_repro(ref: str, attrs: list[str] | None = None, *, system: str = DEFAULT
         outputs = {o["name"]: o["path"] for o in info.get("outputs", [])}
         print(f"redox-ci repro: {attr}: building {info['drv']} twice", file=sys.stderr, flush=True)
         run.results.append(compare_attr(attr, info["drv"], outputs, run.report_dir, options))
-    run.finished_at = now_utc().isoformat(timespec="seconds")
+    run.finished_at = now_utc().isoformat(timespec="milliseconds")
     report.write_report(run.to_json(), run.report_dir)
     return run
