@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..build import check_drv, realise_command
 from ..errors import NixError
-from ..nix import nix_env, shorten_error
+from ..nix import nix_env, shorten_error, strip_ansi
 from .diffoscope import DIFFOSCOPE, DiffoscopeReport, run_diffoscope
 from .tree import Difference, diff_trees, scan_tree
 
@@ -50,6 +50,9 @@ DIFFERS_RE = re.compile(r"output '(/nix/store/[^']+)' differs from '(/nix/store/
 # Differing files listed per attribute in the summary; a rebuilt toolchain can differ
 # in thousands, and diffoscope's report has them all.
 MAX_LISTED_DIFFERENCES = 200
+# Lines of a failed build's log quoted in the report: the compiler's error and Nix's
+# "builder failed" line are at the end.
+FAILURE_TAIL_LINES = 15
 
 STATUS_REPRODUCIBLE = "reproducible"
 STATUS_UNREPRODUCIBLE = "unreproducible"
@@ -121,6 +124,11 @@ def differing_outputs(stderr: str) -> dict[str, str]:
     return dict(DIFFERS_RE.findall(stderr))
 
 
+def log_tail(stderr: str, lines: int = FAILURE_TAIL_LINES) -> str:
+    """The end of a build log, where the compiler and Nix say why it failed."""
+    return "\n".join(strip_ansi(stderr).strip().splitlines()[-lines:]) or "(no output)"
+
+
 def _run(argv: list[str], tmpdir: str | None = None) -> subprocess.CompletedProcess:
     env = nix_env({**os.environ, "TMPDIR": tmpdir} if tmpdir else None)
     try:
@@ -189,7 +197,7 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
     try:
         first = _build(realise_command(drv), scratch)
         if first.returncode != 0:
-            result.error = "the build failed:\n" + shorten_error(first.stderr)
+            result.error = "the build failed:\n" + log_tail(first.stderr)
             return result
         stored = nar_hashes(list(outputs.values()))
         result.hashes = {name: {"first": stored.get(path), "second": None} for name, path in outputs.items()}
@@ -202,7 +210,7 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
                 h["second"] = h["first"]  # Nix compared them and found them identical
             return result
         if not is_nondeterministic(second.returncode):
-            result.error = "the second build failed:\n" + shorten_error(second.stderr)
+            result.error = "the second build failed:\n" + log_tail(second.stderr)
             return result
         result.status = STATUS_UNREPRODUCIBLE
         named = differing_outputs(second.stderr)
@@ -210,12 +218,17 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
         for path, copy in named.items():
             if path in by_path and os.path.lexists(copy):
                 _explain(result, by_path[path], path, copy, report_dir, options)
-                if not options.keep_check:
-                    remove_copy(copy)
         if not result.diffoscope:
             result.error = ("Nix found the builds different but kept no copy to compare:\n"
-                            + shorten_error(second.stderr))
+                            + log_tail(second.stderr))
+        return result
+    except NixError as e:
+        # A Nix query failing (store trouble) spoils this attribute, not the whole night.
+        result.status, result.error = STATUS_BUILD_FAILED, f"comparing failed: {e}"
         return result
     finally:
+        if not options.keep_check:
+            for path in outputs.values():
+                remove_copy(path + CHECK_SUFFIX)
         shutil.rmtree(scratch, ignore_errors=True)
         result.seconds = round(time.monotonic() - start, 3)
