@@ -1,0 +1,159 @@
+"""A real Buildbot master (and, when asked, a real worker process) for end-to-end tests.
+
+The master runs as ``buildbot start`` in a temporary directory, exactly as
+``redox-ci local`` sets it up; tests talk to it only over HTTP (REST API, force
+scheduler JSON-RPC, change hook), as a user or GitHub would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from redox_ci.local import LocalSetup, prepare
+
+# Guards against a hung master or build: a test that waits longer fails with what it
+# saw. Generous on purpose; these are not speed checks.
+STARTUP_WAIT_SECONDS = 120
+BUILD_WAIT_SECONDS = 900
+POLL_SECONDS = 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_buildbot():
+    for tool in ("buildbot", "buildbot-worker", "nix", "git"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed (scripts/install.sh installs it)")
+
+
+def wait_for(what: str, check, timeout: float):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(POLL_SECONDS)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s (last: {last!r})")
+
+
+@dataclass
+class Master:
+    setup: LocalSetup
+    admin_password: str
+    worker_password: str | None = None
+    webhook_secret: str | None = None
+    _worker_dir: Path | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return self.setup.url
+
+    def api(self, path: str, **params) -> dict:
+        r = self.session.get(self.url + "api/v2/" + path, params=params, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        proc = subprocess.run(["buildbot", "start", str(self.setup.master_dir)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            log = (self.setup.master_dir / "twistd.log").read_text()[-3000:]
+            raise AssertionError(f"master did not start:\n{proc.stdout}\n{proc.stderr}\n{log}")
+        wait_for("the web UI", self._up, STARTUP_WAIT_SECONDS)
+        if self.setup.worker_kind == "remote":
+            self._start_worker()
+        wait_for("the worker to connect", self._worker_connected, STARTUP_WAIT_SECONDS)
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(self.url + "api/v2/builders", timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    def _worker_connected(self) -> bool:
+        workers = self.api("workers")["workers"]
+        return bool(workers) and all(w["connected_to"] for w in workers)
+
+    def _start_worker(self) -> None:
+        self._worker_dir = self.setup.state / "worker"
+        subprocess.run(["buildbot-worker", "create-worker", "-q", "--umask=0o22", str(self._worker_dir),
+                        f"127.0.0.1:{self.setup.pb_port}", self.setup.worker_name, self.worker_password],
+                       check=True)
+        subprocess.run(["buildbot-worker", "start", str(self._worker_dir)], check=True,
+                       capture_output=True)
+
+    def stop(self) -> None:
+        if self._worker_dir:
+            subprocess.run(["buildbot-worker", "stop", str(self._worker_dir)], capture_output=True)
+        subprocess.run(["buildbot", "stop", str(self.setup.master_dir)], capture_output=True)
+
+    # --- acting as a user -----------------------------------------------------
+    def login(self, user: str = "admin", password: str | None = None) -> requests.Session:
+        s = requests.Session()
+        r = s.get(self.url + "auth/login", auth=(user, password or self.admin_password), timeout=30)
+        r.raise_for_status()
+        return s
+
+    def builder_id(self, name: str) -> int:
+        for b in self.api("builders")["builders"]:
+            if b["name"] == name:
+                return b["builderid"]
+        raise AssertionError(f"no builder {name!r}")
+
+    def force(self, session: requests.Session | None = None, **params) -> requests.Response:
+        body = {"builderid": str(self.builder_id("redox/plan")), "branch": "main", "revision": "",
+                "systems": ["x86_64-linux", "aarch64-linux"], "attrs": "", "reason": "test"}
+        body.update(params)
+        return (session or self.login()).post(
+            self.url + "api/v2/forceschedulers/force",
+            json={"jsonrpc": "2.0", "method": "force", "id": 1, "params": body}, timeout=30)
+
+    # --- reading results ------------------------------------------------------
+    def build_for_request(self, brid: int) -> dict:
+        def done():
+            builds = self.api("builds", buildrequestid=brid)["builds"]
+            return builds[0] if builds and builds[0]["complete"] else None
+        return wait_for(f"build request {brid}", done, BUILD_WAIT_SECONDS)
+
+    def plan_builds(self) -> list[dict]:
+        return self.api(f"builders/{self.builder_id('redox/plan')}/builds", order="-number")["builds"]
+
+    def children(self, buildid: int) -> list[dict]:
+        """Every build a plan build triggered, with its properties."""
+        out = []
+        for bs in self.api("buildsets", parent_buildid=buildid)["buildsets"]:
+            for br in self.api("buildrequests", buildsetid=bs["bsid"])["buildrequests"]:
+                out += self.api("builds", buildrequestid=br["buildrequestid"], property="*")["builds"]
+        return out
+
+    def jobs(self, buildid: int) -> dict[str, dict]:
+        """Triggered builds by job name ("system.attr")."""
+        return {b["properties"]["virtual_builder_name"][0]: b for b in self.children(buildid)}
+
+    def steps(self, buildid: int) -> list[dict]:
+        return self.api(f"builds/{buildid}/steps")["steps"]
+
+
+def make_master(tmp_path: Path, repo: Path, **setup_kwargs) -> Master:
+    setup = LocalSetup(state=tmp_path / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),
+                       **setup_kwargs)
+    worker_password = "worker-secret-Zq81" if setup.worker_kind == "remote" else None
+    webhook_secret = "hook-secret-7Yv2" if setup.github_webhook else None
+    admin = prepare(setup, admin_password="admin-pass-Kd93", worker_password=worker_password,
+                    webhook_secret=webhook_secret)
+    return Master(setup, admin, worker_password, webhook_secret)

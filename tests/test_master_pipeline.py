@@ -1,0 +1,209 @@
+"""End to end: a real master and a real worker process build the fixture flake with Nix.
+
+One pipeline is forced through the REST API and every job's result is read back
+from the REST API; further tests reuse the same master (module scope) for commit
+builds, the GitHub hook and refused force parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from redox_ci.fixture import commit_all, git, make_fixture_repo
+from tests.conftest import require_nix
+from tests.master_support import BUILD_WAIT_SECONDS, make_master, require_buildbot, wait_for
+
+SUCCESS, WARNINGS, FAILURE, SKIPPED = 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory):
+    require_nix()
+    require_buildbot()
+    tmp = tmp_path_factory.mktemp("pipeline")
+    repo = tmp / "redox-flake"
+    make_fixture_repo(repo)
+    # Make the fixture differ from the settings both ways: one expected attribute
+    # missing, one the settings do not know.
+    flake = repo / "flake.nix"
+    text = flake.read_text()
+    text = text.replace('"extrautils" "sodium" ]', '"extrautils" ]')
+    text = text.replace("fstools = simple \"fstools\" [ ];",
+                        "fstools = simple \"fstools\" [ ];\n        extraTool = simple \"extraTool\" [ ];")
+    flake.write_text(text)
+    commit_all(repo, "fixture: no sodium, one extra tool")
+    m = make_master(tmp, repo, worker_kind="remote", github_webhook=True, poll_interval=5)
+    m.start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def forced(master):
+    r = master.force(reason="end-to-end test")
+    assert r.ok, r.text
+    brid = int(list(r.json()["result"][1].values())[0])
+    build = master.build_for_request(brid)
+    return build, master.jobs(build["buildid"])
+
+
+def test_every_job_has_its_own_result(forced):
+    build, jobs = forced
+    x86 = {n.split(".", 1)[1]: b for n, b in jobs.items() if n.startswith("x86_64-linux.")}
+    for attr in ["cookbook", "redoxfs", "fstools", "relibc", "kernel", "bootloader", "base",
+                 "sysroot", "ion", "helix", "initfs", "diskImage"]:
+        assert x86[attr]["results"] == SUCCESS, (attr, x86[attr]["state_string"])
+    # The one failing job does not hide the others: the pipeline went on to the last stage.
+    assert x86["diskImage"]["results"] == SUCCESS
+    assert build["results"] == FAILURE
+
+
+def test_host_tool_test_counts(forced):
+    _, jobs = forced
+    cookbook, redoxfs = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.redoxfs"]
+    assert cookbook["properties"]["tests_passed"][0] == 9
+    assert cookbook["properties"]["tests_failed"][0] == 0
+    assert redoxfs["properties"]["tests_passed"][0] == 38
+    assert "doCheck turned on by redox-ci" in redoxfs["state_string"]
+    assert "38 passed" in redoxfs["state_string"]
+
+
+def test_swallowed_installer_failure_fails_the_job(forced):
+    _, jobs = forced
+    installer = jobs["x86_64-linux.installer"]
+    assert installer["results"] == FAILURE
+    assert "swallowed" in installer["state_string"]
+    assert installer["properties"]["tests_failed"][0] == 1
+    assert installer["properties"]["tests_passed"][0] == 3
+
+
+def test_missing_and_unknown_attributes(forced):
+    _, jobs = forced
+    sodium = jobs["x86_64-linux.sodium"]
+    assert sodium["results"] == SKIPPED
+    assert "the flake has no packages.x86_64-linux.sodium" in sodium["state_string"]
+    extra = jobs["x86_64-linux.extraTool"]
+    assert extra["results"] == SUCCESS
+    assert extra["properties"]["stage"][0] == "other"
+    # Runner scripts are not build artefacts.
+    assert not any(n.endswith((".runQemu", ".bootTest")) for n in jobs)
+
+
+def test_aarch64_matrix_is_skipped_with_a_reason(forced):
+    _, jobs = forced
+    arm = {n: b for n, b in jobs.items() if n.startswith("aarch64-linux.")}
+    assert len(arm) == len([n for n in jobs if n.startswith("x86_64-linux.")]) - 1  # no extraTool
+    for name, b in arm.items():
+        assert b["results"] == SKIPPED, name
+        assert "the flake has no packages.aarch64-linux" in b["state_string"]
+
+
+def test_job_logs_hold_the_build_output(master, forced):
+    _, jobs = forced
+    installer = jobs["x86_64-linux.installer"]
+    step = [s for s in master.steps(installer["buildid"]) if s["name"] == "build"][0]
+    logs = master.api(f"steps/{step['stepid']}/logs")["logs"]
+    stdio = [l for l in logs if l["name"] == "stdio"][0]
+    text = master.session.get(master.url + f"api/v2/logs/{stdio['logid']}/raw", timeout=30).text
+    assert "installer" in text and "tests failed" in text
+
+
+def test_force_subset_of_attributes_and_systems(master):
+    r = master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"])
+    assert r.ok, r.text
+    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    jobs = master.jobs(build["buildid"])
+    assert sorted(jobs) == ["x86_64-linux.cookbook", "x86_64-linux.redoxfs"]
+    assert build["results"] == SUCCESS
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"attrs": "cookbook; rm -rf /"}, "attrs"),
+    ({"attrs": "$(touch /tmp/pwned)"}, "attrs"),
+    ({"branch": "main; rm -rf /"}, "branch"),
+    ({"branch": "--upload-pack=evil"}, "branch"),
+    ({"branch": "main\n"}, "branch"),
+    ({"revision": "HEAD~1"}, "revision"),
+    ({"revision": "abc"}, "revision"),
+    ({"systems": ["x86_64-linux", "riscv64-linux"]}, "systems"),
+])
+def test_hostile_force_parameters_are_refused(master, params, field):
+    before = len(master.api("buildrequests")["buildrequests"])
+    r = master.force(**params)
+    body = r.json()
+    assert "error" in body, body
+    assert field in json.dumps(body["error"])
+    assert len(master.api("buildrequests")["buildrequests"]) == before
+
+
+def test_anonymous_user_cannot_force(master):
+    r = master.force(session=requests.Session())
+    assert r.status_code == 403 or "error" in r.json()
+    r = requests.Session()
+    assert master.login().get(master.url + "api/v2/builders", timeout=30).ok
+    assert r.get(master.url + "api/v2/builders", timeout=30).ok  # anonymous users read
+
+
+def test_wrong_password_cannot_log_in(master):
+    r = requests.get(master.url + "auth/login", auth=("admin", "wrong"), timeout=30)
+    assert r.status_code == 401
+
+
+def _new_commit(repo: Path, name: str) -> str:
+    (repo / f"{name}.txt").write_text(name)
+    return commit_all(repo, f"change {name}")
+
+
+def test_new_commit_builds_without_a_force(master):
+    rev = _new_commit(master.setup.repo, "poller")
+
+    def built():
+        return [b for b in master.plan_builds()
+                if b["complete"] and master.api(f"builds/{b['buildid']}", property="revision")
+                ["builds"][0]["properties"].get("revision", [None])[0] == rev]
+    build = wait_for(f"a build of {rev}", built, BUILD_WAIT_SECONDS)[0]
+    flake_ref = master.api(f"builds/{build['buildid']}", property="flake_ref")["builds"][0]
+    assert rev in flake_ref["properties"]["flake_ref"][0]
+
+
+def _github_push(master, rev: str, secret: str | None) -> requests.Response:
+    payload = json.dumps({
+        "ref": "refs/heads/main", "before": "0" * 40, "after": rev,
+        "repository": {"name": "redoxos-nix", "full_name": "brittonr/redoxos-nix",
+                       "html_url": "https://github.com/brittonr/redoxos-nix",
+                       "clone_url": "https://github.com/brittonr/redoxos-nix.git"},
+        "pusher": {"name": "dev", "email": "dev@example.invalid"},
+        "sender": {"login": "dev"},
+        "head_commit": {"id": rev, "message": "hook", "timestamp": "2026-11-25T12:00:00Z",
+                        "url": "https://example.invalid", "author": {"name": "dev", "email": "d@e"},
+                     "committer": {"name": "dev", "email": "d@e"},
+                        "added": [], "removed": [], "modified": []},
+        "commits": [{"id": rev, "message": "hook", "timestamp": "2026-11-25T12:00:00Z",
+                     "url": "https://example.invalid", "author": {"name": "dev", "email": "d@e"},
+                     "committer": {"name": "dev", "email": "d@e"},
+                     "added": [], "removed": [], "modified": ["flake.nix"]}],
+    }).encode()
+    headers = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
+    if secret:
+        # Buildbot 4.3 checks the SHA-1 header, which GitHub still sends beside SHA-256.
+        headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret.encode(), payload, hashlib.sha1).hexdigest()
+    return requests.post(master.url + "change_hook/github", data=payload, headers=headers, timeout=30)
+
+
+def test_github_hook_needs_a_valid_signature(master):
+    rev = git(master.setup.repo, "rev-parse", "HEAD")
+    changes_before = len(master.api("changes")["changes"])
+    assert _github_push(master, rev, None).status_code == 400
+    assert _github_push(master, rev, "not-the-secret").status_code == 400
+    assert len(master.api("changes")["changes"]) == changes_before
+    r = _github_push(master, rev, master.webhook_secret)
+    assert r.ok, r.text
+    changes = master.api("changes")["changes"]
+    assert len(changes) == changes_before + 1
+    assert changes[-1]["revision"] == rev
