@@ -90,6 +90,7 @@ class BootResult:
     vmm_pid: int | None = None   # also its process group id; gone when the result exists
     notes: list[str] = field(default_factory=list)
     started: float = field(default=0.0, repr=False)  # time.monotonic() at start; not JSON
+    decided: float = field(default=0.0, repr=False)  # time.monotonic() at the verdict; not JSON
 
     @property
     def passed(self) -> bool:
@@ -98,6 +99,7 @@ class BootResult:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("started")
+        data.pop("decided")
         return data
 
 
@@ -347,7 +349,7 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
             outcome = session.wait_for(SUCCESS, lambda: deadline_for(
                 (session.follower.next_milestone or _milestone(SUCCESS)).name,
                 session.follower.reached, plan))
-            verdict_after = session.now()
+            decided = time.monotonic()
             if outcome == "reached" and plan.wait_for_shell:
                 done = session.follower.reached[-1].at
                 shell = session.wait_for(SHELL, lambda: done + plan.timeouts[SHELL])
@@ -376,7 +378,8 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
         elapsed=round(elapsed, 3), vmm=command.vmm, accel=command.accel,
         harmless=list(f.harmless), serial_log=str(serial_log), vmm_log=str(vmm_log),
         failure=failure, shell_reached=f.has(SHELL), vmm_exit=session.exited,
-        verdict_after=round(verdict_after, 3), vmm_pid=proc.pid, notes=notes, started=start)
+        verdict_after=round(decided - start, 3), vmm_pid=proc.pid, notes=notes,
+        started=start, decided=decided)
 
 
 def _at(f: SerialFollower, name: str) -> float:

@@ -100,11 +100,10 @@ def play(steps: list[Step], serial_fd: int, stderr_fd: int = 2, marks: IO[str] |
         if step.delay:
             time.sleep(step.delay)  # the stand-in's job is to take its time, like a VM
         if step.data is not None:
-            started = time.monotonic()
-            _write_all(serial_fd, step.data.encode("utf-8"))
-            if marks is not None:
-                marks.write(json.dumps({"step": i, "t": started}) + "\n")
+            if marks is not None:  # noted before the write: the reader may stop us right after it
+                marks.write(json.dumps({"step": i, "t": time.monotonic()}) + "\n")
                 marks.flush()
+            _write_all(serial_fd, step.data.encode("utf-8"))
         if step.stderr is not None:
             _write_all(stderr_fd, step.stderr.encode("utf-8"))
         if step.exit is not None:
