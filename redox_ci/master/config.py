@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from buildbot import config as bb_config
+from buildbot.config.errors import ConfigErrors
 
 from ..config import ConfigError, LoadedSettings, load_secrets, load_settings, settings_path
 from . import builders, schedulers, www
@@ -51,5 +51,4 @@ def master_config(basedir: str | Path) -> dict:
     try:
         return build_config(load_settings(settings_path(basedir=Path(basedir))))
     except ConfigError as e:
-        bb_config.error(str(e))
-        raise
+        raise ConfigErrors(str(e).splitlines()) from None
