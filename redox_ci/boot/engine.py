@@ -106,6 +106,7 @@ class BootResult:
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """In the child: if redox-ci dies, even by SIGKILL, the kernel kills the VMM too."""
     def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # spawned while we hold them off
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
@@ -233,26 +234,26 @@ class _Session:
             for key, _ in self.sel.select(remaining):
                 self.fds[key.fd](key.fd)
 
-    def _on_serial(self, fd: int) -> None:
+    def _take(self, fd: int, log) -> bytes | None:
+        """Read what ``fd`` has and keep it in ``log``; None when there is nothing (more)."""
         data = _read(fd)
-        if data is None:
-            return
-        if not data:
+        if data == b"":
             self._close(fd)
-            return
-        self.serial_out.write(data)
-        self.serial_out.flush()
-        self.follower.feed(data, self.now())
+        if not data:
+            return None
+        log.write(data)
+        log.flush()  # the logs can be followed while the VM runs
+        return data
+
+    def _on_serial(self, fd: int) -> None:
+        data = self._take(fd, self.serial_out)
+        if data is not None:
+            self.follower.feed(data, self.now())
 
     def _on_log(self, fd: int) -> None:
-        data = _read(fd)
+        data = self._take(fd, self.vmm_out)
         if data is None:
             return
-        if not data:
-            self._close(fd)
-            return
-        self.vmm_out.write(data)
-        self.vmm_out.flush()
         text = self._log_partial + data.decode("utf-8", "replace")
         *lines, self._log_partial = text.split("\n")
         for line in lines:
@@ -274,6 +275,12 @@ class _Session:
                     if fd not in self.fds or _read_ready(fd) is False:
                         break
                     handler(fd)
+
+    def drain_quietly(self) -> None:
+        try:
+            self.drain()
+        except OSError:
+            pass
 
     def _close(self, fd: int) -> None:
         if fd in self.fds:
@@ -337,32 +344,29 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
             serial_w = None
             stdout, stderr = log_w, log_w
         stack.callback(_close_quietly, serial_r)
-        try:
-            proc = spawn(command, stdout, stderr)
-        finally:
-            for fd in {log_w, serial_w} - {None}:
-                os.close(fd)
-        pidfd = os.pidfd_open(proc.pid)
-        stack.callback(os.close, pidfd)
-        session = _Session(proc, pidfd, serial_r, log_r, serial_out, vmm_out, plan, start)
-        try:
-            outcome = session.wait_for(SUCCESS, lambda: deadline_for(
-                (session.follower.next_milestone or _milestone(SUCCESS)).name,
-                session.follower.reached, plan))
-            decided = time.monotonic()
-            if outcome == "reached" and plan.wait_for_shell:
-                done = session.follower.reached[-1].at
-                shell = session.wait_for(SHELL, lambda: done + plan.timeouts[SHELL])
-                if shell != "reached":
-                    notes.append(f"shell prompt not seen after Boot Complete ({shell})")
-                if session.follower.panic is not None:
-                    notes.append(f"a panic followed Boot Complete: {session.follower.panic.line}")
-        finally:
-            stop_group(proc, pidfd)
+        # No signal may land between the VMM starting and its stop being arranged.
+        with signals_blocked():
             try:
-                session.drain()
-            except OSError:
-                pass
+                proc = spawn(command, stdout, stderr)
+            finally:
+                for fd in {log_w, serial_w} - {None}:
+                    os.close(fd)
+            pidfd = os.pidfd_open(proc.pid)
+            stack.callback(os.close, pidfd)
+            session = _Session(proc, pidfd, serial_r, log_r, serial_out, vmm_out, plan, start)
+            stack.callback(session.drain_quietly)  # after the stop: the VMM's last words
+            stack.callback(stop_group, proc, pidfd)
+        outcome = session.wait_for(SUCCESS, lambda: deadline_for(
+            (session.follower.next_milestone or _milestone(SUCCESS)).name,
+            session.follower.reached, plan))
+        decided = time.monotonic()
+        if outcome == "reached" and plan.wait_for_shell:
+            done = session.follower.reached[-1].at
+            shell = session.wait_for(SHELL, lambda: done + plan.timeouts[SHELL])
+            if shell != "reached":
+                notes.append(f"shell prompt not seen after Boot Complete ({shell})")
+            if session.follower.panic is not None:
+                notes.append(f"a panic followed Boot Complete: {session.follower.panic.line}")
     elapsed = time.monotonic() - start
     f = session.follower
     if outcome == "reached":
