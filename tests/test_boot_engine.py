@@ -78,7 +78,6 @@ def test_no_output_at_all_times_out_at_firmware(tmp_path):
     r = run("silent", tmp_path, BootSettings(timeouts={"firmware": 0.5}))
     assert r.failure == "timeout" and r.milestones == []
     assert "no firmware" in r.reason and "no milestone reached" in r.reason
-    assert "host doesn't support" in (tmp_path / "vmm.log").read_text()
     assert_vm_gone(r.vmm_pid)
 
 

@@ -1,4 +1,4 @@
-"""The ``boot`` verb: boot an image, replay a transcript, or say what this host can boot.
+"""Boot a disk image in a VM and judge its console, replay a transcript, or probe the host.
 
     redox-ci boot --vmm qemu --image IMG --bootloader DIR [--system S] [--timeout SEC] [--json]
     redox-ci boot --replay TRANSCRIPT [--timeout SEC] [--json]
