@@ -6,10 +6,8 @@ Each test also checks that the VMM and its process group are gone afterwards.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
