@@ -372,6 +372,11 @@ class Secrets:
     def get(self, name: str) -> str | None:
         return self.values.get(name)
 
+    def cache_credentials(self) -> dict[str, str] | None:
+        """S3 credentials from [cache]; None leaves boto3 to its chain (environment, role)."""
+        creds = {k.removeprefix("cache-"): v for k, v in self.values.items() if k.startswith("cache-")}
+        return creds or None
+
 
 SECRET_KEYS = {"users", "workers", "github_webhook_secret", "cache"}
 CACHE_SECRET_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}

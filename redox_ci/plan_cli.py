@@ -51,11 +51,9 @@ def _cache_lookup(loaded):
 def _cache_credentials(loaded) -> dict | None:
     from .config import load_secrets
     try:
-        values = load_secrets(loaded).values
+        return load_secrets(loaded).cache_credentials()
     except ConfigError:
         return None
-    creds = {k.removeprefix("cache-"): v for k, v in values.items() if k.startswith("cache-")}
-    return creds or None
 
 
 def run_plan(args) -> int:

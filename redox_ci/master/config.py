@@ -7,7 +7,8 @@ from pathlib import Path
 from buildbot.config.errors import ConfigErrors
 
 from ..config import ConfigError, LoadedSettings, load_secrets, load_settings, settings_path
-from . import builders, schedulers, www
+from . import builders, repro, schedulers, www
+from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
 from .workers import make_worker
 
@@ -29,15 +30,17 @@ def build_config(loaded: LoadedSettings) -> dict:
         "change_source": [schedulers.poller(settings)],
         # Each triggered job is its own request; collapsing would merge different attributes.
         "collapseRequests": False,
-        "builders": builders.builder_configs(loaded),
+        "builders": [*builders.builder_configs(loaded), *repro.repro_builders(loaded)],
         "schedulers": [
             schedulers.commit_scheduler(settings, builders.PLAN_BUILDER),
             schedulers.force_scheduler(settings, builders.PLAN_BUILDER),
             schedulers.triggerable(builders.REPORT_BUILDER, builders.REPORT_BUILDER),
             *[schedulers.triggerable(b.name, b.name) for b in jobs],
+            *repro.repro_schedulers(loaded),
         ],
         "services": [],
-        "www": www.www_config(settings, secrets.users),
+        "www": www.www_config(settings, secrets.users,
+                              dashboard_plugin(settings.cache, settings.www.url, secrets.cache_credentials())),
     }
     return c
 

@@ -44,12 +44,14 @@ class RestrictedForceScheduler(schedulers.ForceScheduler):
         return sorted(set(names).intersection(self.builderNames))
 
 
-def force_scheduler(settings: Settings, plan_builder: str):
+def force_scheduler(settings: Settings, builder: str, name: str = FORCE_SCHEDULER,
+                    label: str = "Build a branch, a commit, or some attributes", with_systems: bool = True):
     systems = list(settings.flake.systems)
+    system_param = [util.ChoiceStringParameter(name="systems", label="Systems", choices=systems, default=systems,
+                                               multiple=True, strict=True)] if with_systems else []
     return RestrictedForceScheduler(
-        name=FORCE_SCHEDULER, buttonName="Force build",
-        label="Build a branch, a commit, or some attributes",
-        builderNames=[plan_builder],
+        name=name, buttonName="Force build", label=label,
+        builderNames=[builder],
         codebases=[util.CodebaseParameter(
             codebase="",
             branch=util.StringParameter(name="branch", label="Branch", default=settings.flake.branches[0],
@@ -62,8 +64,7 @@ def force_scheduler(settings: Settings, plan_builder: str):
         reason=util.StringParameter(name="reason", label="Reason", default="forced from the web UI",
                                     size=40, regex=REASON_PATTERN),
         properties=[
-            util.ChoiceStringParameter(name="systems", label="Systems", choices=systems, default=systems,
-                                       multiple=True, strict=True),
+            *system_param,
             util.StringParameter(name="attrs", label="Attributes (space separated; empty: all)",
                                  default="", size=60, regex=ATTRS_PATTERN),
         ])

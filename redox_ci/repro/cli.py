@@ -61,6 +61,8 @@ def register(sub) -> None:
                    metavar="N", help="size cap of each diffoscope report")
     p.add_argument("--keep-check", action="store_true", default=DEFAULTS.keep_check,
                    help="keep the differing copy <out>.check in the store")
+    p.add_argument("--upload", metavar="SETTINGS",
+                   help="upload the report to the cache bucket of this settings file, under reports/")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=handle)
 
@@ -117,10 +119,34 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("--flake is empty")
     options = CompareOptions(diffoscope=args.diffoscope, diffoscope_timeout=args.diffoscope_timeout,
                              max_report_bytes=args.max_report_bytes, keep_check=args.keep_check)
+    cache = _upload_target(args.upload) if args.upload else None
     run = run_repro(args.flake, args.attr, system=args.system, report_dir=args.report_dir,
                     rev=args.rev, options=options)
-    emit(run.to_json(), args.json, _human)
-    return 0 if run.ok else 1
+    result = run.to_json()
+    if cache is not None:
+        result["upload"] = _upload(cache, result)
+    emit(result, args.json, _human)
+    return 0 if run.ok and result.get("upload", {}).get("ok", True) else 1
+
+
+def _upload_target(settings_file: str):
+    """The cache settings to upload to; checked before anything is built."""
+    from ..config import load_settings
+    cache = load_settings(settings_file, with_workers=False).settings.cache
+    if not cache.enabled:
+        raise UsageError(f"--upload {settings_file}: [cache] is not enabled, so there is no bucket for reports")
+    return cache
+
+
+def _upload(cache, result: dict) -> dict:
+    """Upload the report directory; a failure is reported, the verdicts stand."""
+    from ..cache import upload_files
+    from ..errors import RedoxCIError
+    try:
+        up = upload_files(cache, result["report_dir"], result["key_prefix"])
+    except RedoxCIError as e:
+        return {"ok": False, "error": str(e), "bucket": cache.bucket, "prefix": result["key_prefix"]}
+    return {"ok": True, "bucket": cache.bucket, "prefix": result["key_prefix"], "files": len(up.keys)}
 
 
 def _human_history(data: dict) -> str:
