@@ -24,6 +24,42 @@ MASTER_CFG = Path(__file__).resolve().parent.parent / "master.cfg"
 LOCAL_POLL_SECONDS = 10
 
 
+@dataclass(frozen=True)
+class CacheWiring:
+    """Where the local pipeline pushes: an S3 endpoint, a bucket and a signing key."""
+
+    endpoint_url: str
+    bucket: str
+    secret_key_file: Path
+    public_key: str
+    credentials: dict[str, str]
+
+    def settings_toml(self) -> str:
+        return f"""
+[cache]
+enabled = true
+bucket = "{self.bucket}"
+endpoint_url = "{self.endpoint_url}"
+public_key = "{self.public_key}"
+secret_key_file = "{self.secret_key_file}"
+# Served straight over HTTP to Nix, so objects are world-readable.
+public_read = true
+"""
+
+    def secrets_toml(self) -> str:
+        return "\n[cache]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.credentials.items())
+
+
+def signing_key(keys_dir: Path, name: str = "redox-ci-local-1") -> tuple[Path, str]:
+    """The local cache's signing key, made once and kept with the state."""
+    from .cache.keys import generate_keypair
+    secret, public = keys_dir / f"{name}.secret", keys_dir / f"{name}.public"
+    if secret.exists() and public.exists():
+        return secret, public.read_text().strip()
+    secret_path, _, key = generate_keypair(name, keys_dir)
+    return secret_path, key
+
+
 @dataclass
 class LocalSetup:
     """Everything a local deployment needs written to disk."""
@@ -42,6 +78,8 @@ class LocalSetup:
     github_webhook: bool = False
     db_url: str = "sqlite:///state.sqlite"
     extra_toml: str = ""
+    # A [cache] section and its credentials, from cache_settings() below.
+    cache: CacheWiring | None = None
 
     @property
     def master_dir(self) -> Path:
@@ -94,14 +132,16 @@ max_builds = {s.max_builds}
 
 [secrets]
 file = "secrets.toml"
-{s.extra_toml}"""
+{s.cache.settings_toml() if s.cache else ""}{s.extra_toml}"""
 
 
 def secrets_text(admin_password: str, worker: tuple[str, str] | None = None,
-                 webhook_secret: str | None = None) -> str:
+                 webhook_secret: str | None = None, cache: CacheWiring | None = None) -> str:
     text = f'[users]\nadmin = "{admin_password}"\n'
     if worker:
         text += f'\n[workers]\n{worker[0]} = "{worker[1]}"\n'
+    if cache:
+        text += cache.secrets_toml()
     if webhook_secret:
         text = f'github_webhook_secret = "{webhook_secret}"\n\n' + text
     return text
@@ -117,7 +157,7 @@ def prepare(s: LocalSetup, admin_password: str | None = None, worker_password: s
         admin_password = s.secrets_file.read_text().split('admin = "', 1)[1].split('"', 1)[0]
     admin_password = admin_password or pysecrets.token_urlsafe(12)
     worker = (s.worker_name, worker_password or pysecrets.token_urlsafe(16)) if s.worker_kind == "remote" else None
-    s.secrets_file.write_text(secrets_text(admin_password, worker, webhook_secret))
+    s.secrets_file.write_text(secrets_text(admin_password, worker, webhook_secret, s.cache))
     s.secrets_file.chmod(0o600)
     s.settings_file.write_text(settings_text(s))
     s.master_dir.mkdir(exist_ok=True)

@@ -10,20 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from buildbot.plugins import steps, util
-from buildbot.process.results import FAILURE, SUCCESS
+from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from buildbot.process import buildstep
 
-from ..config import LoadedSettings
+from ..config import LoadedSettings, Secrets
 from ..errors import FlakeError
 from ..flake import flake_ref_for
 from ..plan import OTHER_STAGE
 from . import steps as redox_steps
+from .steps import WORKER_SETTINGS
 from .workers import names_for
 
 PLAN_BUILDER = "redox/plan"
 REPORT_BUILDER = "redox/report"
-# Settings file the plan step downloads to the worker, beside the build.
-WORKER_SETTINGS = "redox-ci-settings.toml"
 
 
 @dataclass(frozen=True)
@@ -83,23 +82,41 @@ def plan_args(props):
     return args
 
 
-def plan_factory(loaded: LoadedSettings, job_builders: list[StageBuilder]) -> util.BuildFactory:
+def cache_env(secrets: Secrets) -> dict:
+    """S3 credentials for worker commands, as util.Secret so that logs redact them.
+
+    Only those in the secrets file; without them boto3 on the worker uses its own chain.
+    """
+    return {f"AWS_{k.removeprefix('cache-aws_').upper()}": util.Secret(k)
+            for k in secrets.values if k.startswith("cache-aws_")}
+
+
+def settings_download(loaded: LoadedSettings, **kwargs) -> steps.StringDownload:
+    """The settings file, for the worker's redox-ci (it holds no secrets)."""
+    return steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
+                                hideStepIf=lambda r, s: r in (SUCCESS, SKIPPED), **kwargs)
+
+
+def plan_factory(loaded: LoadedSettings, secrets: Secrets, job_builders: list[StageBuilder]) -> util.BuildFactory:
     settings = loaded.settings
     cmd = settings.workers.command
     f = util.BuildFactory()
     f.addStep(ResolveFlake(settings.flake.repo))
-    f.addStep(steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS,
-                                   name="settings to worker", hideStepIf=lambda r, s: r == SUCCESS))
-    f.addStep(redox_steps.PlanStep(cmd, plan_args, name="plan", haltOnFailure=True))
+    f.addStep(settings_download(loaded))
+    f.addStep(redox_steps.PlanStep(cmd, plan_args, name="plan", haltOnFailure=True, env=cache_env(secrets)))
     for stage in [*settings.plan.stages, OTHER_STAGE]:
         scheds = {b.system: b.name for b in job_builders if b.stage == stage}
         f.addStep(redox_steps.TriggerStage(stage, scheds, REPORT_BUILDER))
     return f
 
 
-def job_factory(loaded: LoadedSettings) -> util.BuildFactory:
+def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
+    cmd = loaded.settings.workers.command
     f = util.BuildFactory()
-    f.addStep(redox_steps.BuildJob(loaded.settings.workers.command))
+    f.addStep(redox_steps.BuildJob(cmd))
+    if loaded.settings.cache.enabled:
+        f.addStep(settings_download(loaded, doStepIf=redox_steps.job_succeeded))
+        f.addStep(redox_steps.CachePush(cmd, env=cache_env(secrets)))
     return f
 
 
@@ -109,16 +126,16 @@ def report_factory() -> util.BuildFactory:
     return f
 
 
-def builder_configs(loaded: LoadedSettings) -> list[util.BuilderConfig]:
+def builder_configs(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
     all_workers = [w.name for w in loaded.workers]
     jobs = stage_builders(loaded)
     configs = [
         util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers,
-                           factory=plan_factory(loaded, jobs), tags=["plan"]),
+                           factory=plan_factory(loaded, secrets, jobs), tags=["plan"]),
         util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers,
                            factory=report_factory(), tags=["report"]),
     ]
     for b in jobs:
         configs.append(util.BuilderConfig(name=b.name, workernames=b.workers,
-                                          factory=job_factory(loaded), tags=[b.system, b.stage]))
+                                          factory=job_factory(loaded, secrets), tags=[b.system, b.stage]))
     return configs

@@ -30,7 +30,7 @@ def build_config(loaded: LoadedSettings) -> dict:
         "change_source": [schedulers.poller(settings)],
         # Each triggered job is its own request; collapsing would merge different attributes.
         "collapseRequests": False,
-        "builders": [*builders.builder_configs(loaded), *repro.repro_builders(loaded)],
+        "builders": [*builders.builder_configs(loaded, secrets), *repro.repro_builders(loaded, secrets)],
         "schedulers": [
             schedulers.commit_scheduler(settings, builders.PLAN_BUILDER),
             schedulers.force_scheduler(settings, builders.PLAN_BUILDER),

@@ -11,12 +11,12 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, steps, util
 from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 
-from ..config import LoadedSettings
+from ..config import LoadedSettings, Secrets
 from ..plan import parse_attr_list
 from ..repro.cli import command_line
 from . import schedulers as redox_schedulers
-from .builders import WORKER_SETTINGS, ResolveFlake
-from .steps import RedoxCiStep, one_line
+from .builders import ResolveFlake, cache_env, settings_download
+from .steps import WORKER_SETTINGS, RedoxCiStep, one_line
 from .workers import names_for
 
 REPRO_BUILDER = "redox/repro"
@@ -79,28 +79,28 @@ class ReproStep(RedoxCiStep):
         return SUCCESS
 
 
-def repro_factory(loaded: LoadedSettings) -> util.BuildFactory:
+def repro_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
     # Old nights' reports must not be uploaded again with tonight's.
     f.addStep(steps.RemoveDirectory(dir="build", name="clean", hideStepIf=lambda r, s: r == SUCCESS))
     f.addStep(ResolveFlake(loaded.settings.flake.repo))
-    f.addStep(steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS,
-                                   name="settings to worker", hideStepIf=lambda r, s: r == SUCCESS))
-    f.addStep(ReproStep(loaded.settings.workers.command, repro_args(loaded), name="reproducibility"))
+    f.addStep(settings_download(loaded))
+    f.addStep(ReproStep(loaded.settings.workers.command, repro_args(loaded), name="reproducibility",
+                        env=cache_env(secrets)))
     return f
 
 
-def repro_builders(loaded: LoadedSettings) -> list[util.BuilderConfig]:
+def repro_builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
     workers = names_for(loaded.workers, loaded.settings.repro.system)
     if not workers:
         return []
-    return [util.BuilderConfig(name=REPRO_BUILDER, workernames=workers, factory=repro_factory(loaded),
+    return [util.BuilderConfig(name=REPRO_BUILDER, workernames=workers, factory=repro_factory(loaded, secrets),
                                tags=["nightly", "repro"])]
 
 
 def repro_schedulers(loaded: LoadedSettings) -> list:
     r = loaded.settings.repro
-    if not r.enabled or not repro_builders(loaded):
+    if not r.enabled or not names_for(loaded.workers, r.system):
         return []
     nightly = [schedulers.Nightly(name=f"nightly-repro-{branch.replace('/', '-')}", builderNames=[REPRO_BUILDER],
                                   branch=branch, hour=r.hour, minute=r.minute, onlyIfChanged=False)

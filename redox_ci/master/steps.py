@@ -14,6 +14,8 @@ from buildbot.process import buildstep
 from buildbot.steps.worker import CompositeStepMixin
 from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
 
+# Settings file that steps download to the worker, beside the build.
+WORKER_SETTINGS = "redox-ci-settings.toml"
 # A step summary is one line in the web UI; longer reasons are in the log.
 SUMMARY_CHARS = 200
 
@@ -174,6 +176,35 @@ def build_args(props):
     if props.getProperty("flake"):
         args += ["--flake", props.getProperty("flake")]
     return args
+
+
+@util.renderer
+def push_args(props):
+    return ["cache", "push", "--settings", WORKER_SETTINGS, *props.getProperty("out_paths")]
+
+
+def job_succeeded(step) -> bool:
+    return step.getProperty("build_status") == "success" and bool(step.getProperty("out_paths"))
+
+
+class CachePush(RedoxCiStep):
+    """Sign and upload a job's outputs to the binary cache.
+
+    Outputs of a failed job are not pushed: a cached job is not built again, so its
+    failing tests would never be seen again.
+    """
+
+    def __init__(self, redox_ci: list[str], **kwargs):
+        super().__init__(redox_ci, verb_args=push_args, name="cache push", doStepIf=job_succeeded,
+                         hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        self.setProperty("cache_pushed", len(data["pushed"]), "CachePush")
+        self.setProperty("cache_skipped", len(data["skipped"]), "CachePush")
+        mib = data["bytes_uploaded"] / (1024 * 1024)
+        self._summary = (f"pushed {len(data['pushed'])} paths ({mib:.1f} MiB) in {data['seconds']:.1f} s, "
+                         f"{len(data['skipped'])} already cached")
+        return SUCCESS if rc == 0 else FAILURE
 
 
 class ReportJob(buildstep.BuildStep):

@@ -80,7 +80,7 @@ def command_line(settings: ReproSettings, flake: str, *, report_dir: str, rev: s
                  attrs: list[str] | None = None, system: str | None = None,
                  program: list[str] | None = None) -> list[str]:
     """The argv a nightly step runs on a worker, from the master's ``[repro]`` settings."""
-    argv = [*(program or ["redox-ci"]), "repro", "--json", "--flake", flake,
+    argv = [*(["redox-ci"] if program is None else program), "repro", "--json", "--flake", flake,
             "--system", system or settings.system, "--report-dir", report_dir,
             "--diffoscope", settings.diffoscope,
             "--diffoscope-timeout", str(settings.diffoscope_timeout),

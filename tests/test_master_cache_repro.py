@@ -1,0 +1,130 @@
+"""End to end through the master with a real S3 server (moto, over HTTP): the cache push
+after each job, cached jobs skipped on the next run, and a forced nightly
+reproducibility run whose report lands in the bucket and on the web UI's page.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from redox_ci.cache import cached_paths, list_keys
+from redox_ci.cache.localserver import LocalS3Server
+from redox_ci.fixture import commit_all, make_fixture_repo
+from redox_ci.local import CacheWiring, signing_key
+from tests.conftest import require_nix
+from tests.master_support import make_master, require_buildbot
+
+SUCCESS, FAILURE = 0, 2
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory, s3):
+    require_nix()
+    require_buildbot()
+    tmp = tmp_path_factory.mktemp("cache-repro")
+    repo = tmp / "redox-flake"
+    make_fixture_repo(repo)
+    flake = repo / "flake.nix"
+    # One package that is not reproducible: it records the time of its build.
+    flake.write_text(flake.read_text().replace(
+        'fstools = simple "fstools" [ ];',
+        'fstools = simple "fstools" [ ];\n        noisy = mkPkg { pname = "noisy"; '
+        'buildPhase = "date +%s%N > $out/stamp; echo fixed > $out/same"; };'))
+    commit_all(repo, "fixture: a package that is not reproducible")
+    key_file, public_key = signing_key(tmp / "keys")
+    wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, s3.credentials)
+    m = make_master(tmp, repo, cache=wiring, systems=["x86_64-linux"])
+    m.start()
+    yield m
+    m.stop()
+
+
+def forced_jobs(master, **params):
+    r = master.force(**params)
+    assert r.ok and "result" in r.json(), r.text
+    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    return build, master.jobs(build["buildid"])
+
+
+@pytest.fixture(scope="module")
+def first_run(master):
+    return forced_jobs(master, attrs="cookbook installer", systems=["x86_64-linux"])
+
+
+def test_successful_jobs_are_pushed_failed_ones_are_not(master, s3, first_run):
+    _, jobs = first_run
+    cookbook, installer = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.installer"]
+    assert cookbook["results"] == SUCCESS
+    assert cookbook["properties"]["cache_pushed"][0] >= 1
+    push = [s for s in master.steps(cookbook["buildid"]) if s["name"] == "cache push"][0]
+    assert "pushed" in push["state_string"]
+    settings = s3.settings()
+    outs = cookbook["properties"]["out_paths"][0] + installer["properties"]["out_paths"][0]
+    held = cached_paths(settings, outs, credentials=s3.credentials)
+    assert set(cookbook["properties"]["out_paths"][0]) <= held
+    assert not set(installer["properties"]["out_paths"][0]) & held
+    assert "cache_pushed" not in installer["properties"]
+
+
+def test_cached_jobs_are_not_built_again(master, first_run):
+    _, jobs = forced_jobs(master, attrs="cookbook installer", systems=["x86_64-linux"])
+    cookbook, installer = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.installer"]
+    assert cookbook["results"] == SUCCESS
+    assert "cached" in cookbook["state_string"]
+    assert [s["name"] for s in master.steps(cookbook["buildid"]) if s["name"] != "worker_preparation"] == ["report"]
+    # The failing job was never pushed, so it runs (and fails) again.
+    assert installer["results"] == FAILURE
+
+
+def test_secrets_do_not_reach_logs(master, s3, first_run):
+    _, jobs = first_run
+    cookbook = jobs["x86_64-linux.cookbook"]
+    secret = s3.credentials["aws_secret_access_key"]
+    for step in master.steps(cookbook["buildid"]):
+        for log in master.api(f"steps/{step['stepid']}/logs")["logs"]:
+            text = requests.get(master.url + f"api/v2/logs/{log['logid']}/raw", timeout=30).text
+            assert secret not in text
+
+
+@pytest.fixture(scope="module")
+def nightly(master):
+    repro_id = master.builder_id("redox/repro")
+    r = master.login().post(master.url + "api/v2/forceschedulers/force-repro", json={
+        "jsonrpc": "2.0", "method": "force", "id": 1,
+        "params": {"builderid": str(repro_id), "branch": "main", "revision": "", "attrs": "cookbook noisy",
+                   "reason": "test"}}, timeout=30)
+    assert r.ok and "result" in r.json(), r.text
+    return master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+
+
+def test_forced_nightly_names_the_unreproducible_attribute(master, nightly):
+    assert nightly["results"] == FAILURE
+    step = [s for s in master.steps(nightly["buildid"]) if s["name"] == "reproducibility"][0]
+    assert "NOT reproducible: noisy" in step["state_string"]
+    assert "1 reproducible" in step["state_string"]
+    logs = {l["name"]: l for l in master.api(f"steps/{step['stepid']}/logs")["logs"]}
+    assert "diffoscope noisy out" in logs
+    html = requests.get(master.url + f"api/v2/logs/{logs['diffoscope noisy out']['logid']}/raw", timeout=30).text
+    assert "stamp" in html
+
+
+def test_nightly_report_is_in_the_bucket_and_on_the_page(master, s3, nightly):
+    props = master.api(f"builds/{nightly['buildid']}", property="repro_report")["builds"][0]["properties"]
+    prefix = props["repro_report"][0]
+    keys = list_keys(s3.settings(), prefix, credentials=s3.credentials)
+    assert f"{prefix}summary.json" in keys and f"{prefix}index.html" in keys
+    page = requests.get(master.url + "plugins/wsgi_dashboards/reproducibility/index.html", timeout=30)
+    assert page.ok and "noisy" in page.text
+    night = prefix.removeprefix("reports/").strip("/")
+    report = requests.get(master.url + f"plugins/wsgi_dashboards/reproducibility/report/{night}/index.html",
+                          timeout=30)
+    assert report.ok and "noisy" in report.text
+    assert requests.get(master.url + "plugins/wsgi_dashboards/reproducibility/report/x/../../etc/passwd",
+                        timeout=30).status_code == 404
