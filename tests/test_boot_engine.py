@@ -56,6 +56,14 @@ def test_panic_after_initfs_fails_at_once(tmp_path):
     assert_vm_gone(r.vmm_pid)
 
 
+def test_a_panic_line_written_in_pieces_is_quoted_whole(tmp_path):
+    t = write_transcript(tmp_path / "pieces.jsonl", [
+        {"data": "Redox OS starting\r\nKERNEL PANIC: page"}, {"delay": 0.05, "data": " fault at 0x0\r\n"}])
+    r = replay(t, PATIENT, serial_log=tmp_path / "s.log", vmm_log=tmp_path / "v.log")
+    assert r.failure == "panic" and r.reason.endswith("KERNEL PANIC: page fault at 0x0")
+    assert_vm_gone(r.vmm_pid)
+
+
 def test_hang_times_out_naming_the_last_milestone(tmp_path):
     settings = BootSettings(timeouts={"boot-complete": 1.0})
     r = run("hang", tmp_path, settings)

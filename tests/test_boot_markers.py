@@ -73,10 +73,12 @@ def test_milestones_count_only_in_order():
 def test_panic_split_across_pieces_names_its_line():
     f = SerialFollower()
     f.feed(b"Redox OS starting\r\nkernel: pani", at=0.1)
-    events = f.feed(b"cked at src/lib.rs:1:1\r\n", at=0.2)
-    assert f.panic is not None and f.panic.at == 0.2
+    events = f.feed(b"cked at src/li", at=0.2)
+    assert f.panic in events and f.panic.at == 0.2
+    assert (f.panic.line, f.panic.complete) == ("kernel: panicked at src/li", False)
+    f.feed(b"b.rs:1:1\r\nbacktrace:\r\n", at=0.3)
+    assert f.panic.at == 0.2 and f.panic.complete
     assert f.panic.line == "kernel: panicked at src/lib.rs:1:1"
-    assert f.panic in events
 
 
 def test_deadlines_count_from_the_previous_milestone_and_respect_the_cap():

@@ -41,6 +41,10 @@ VMM_TAIL_LINES = 12
 # for a monitor command that will never come): fail at once instead of timing out.
 VMM_FATAL_MARKERS = ("KVM internal error", "failed to initialize kvm", "kvm run failed")
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# After a panic marker the verdict is made, but the VM runs on until the panic line is
+# complete (UEFI and serial consoles write a line in pieces, milliseconds apart), for
+# at most this long, so the reason quotes the whole line.
+PANIC_LINE_GRACE_S = 1.0
 PR_SET_PDEATHSIG = 1
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -234,6 +238,15 @@ class _Session:
             for key, _ in self.sel.select(remaining):
                 self.fds[key.fd](key.fd)
 
+    def finish_panic_line(self, grace: float = PANIC_LINE_GRACE_S) -> None:
+        end = self.now() + grace
+        while not self.follower.panic.complete and self.exited is None and self.fds:
+            remaining = end - self.now()
+            if remaining <= 0:
+                return
+            for key, _ in self.sel.select(remaining):
+                self.fds[key.fd](key.fd)
+
     def _take(self, fd: int, log) -> bytes | None:
         """Read what ``fd`` has and keep it in ``log``; None when there is nothing (more)."""
         data = _read(fd)
@@ -360,6 +373,8 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
             (session.follower.next_milestone or _milestone(SUCCESS)).name,
             session.follower.reached, plan))
         decided = time.monotonic()
+        if outcome == "panic":
+            session.finish_panic_line()
         if outcome == "reached" and plan.wait_for_shell:
             done = session.follower.reached[-1].at
             shell = session.wait_for(SHELL, lambda: done + plan.timeouts[SHELL])

@@ -56,6 +56,7 @@ class Reached:
 class Panic:
     line: str
     at: float
+    complete: bool = False  # the line has ended; until then more of it may come
 
 
 @dataclass
@@ -76,6 +77,7 @@ class SerialFollower:
     _searched: int = 0        # _text before this offset has been searched for panics
     _cursor: int = 0          # the next milestone is searched from here (milestones are ordered)
     _line_start: int = 0
+    _panic_start: int | None = None  # where the panic line starts in _text
 
     @property
     def next_milestone(self) -> Milestone | None:
@@ -115,13 +117,20 @@ class SerialFollower:
     def _scan_panic(self, at: float, events: list) -> None:
         longest = max(map(len, self.panic_markers), default=1)
         start = max(0, self._searched - (longest - 1))
+        found = False
         if self.panic is None:
-            for marker in self.panic_markers:
-                i = self._text.find(marker, start)
-                if i >= 0:
-                    self.panic = Panic(self._line_around(i), at)
-                    events.append(self.panic)
-                    break
+            hits = [i for i in (self._text.find(m, start) for m in self.panic_markers) if i >= 0]
+            if hits:
+                self._panic_start = self._text.rfind("\n", 0, min(hits)) + 1
+                self.panic = Panic("", at)
+                found = True
+        if self.panic is not None and not self.panic.complete:
+            # The panic line as far as it has come: a console writes a line in pieces.
+            end = self._text.find("\n", self._panic_start)
+            line = self._text[self._panic_start:end if end >= 0 else len(self._text)].strip()
+            self.panic = Panic(line, self.panic.at, complete=end >= 0)
+        if found:
+            events.append(self.panic)
         self._searched = len(self._text)
 
     def _scan_milestones(self, at: float, events: list) -> None:
@@ -143,11 +152,6 @@ class SerialFollower:
         self.reached.append(r)
         return r
 
-    def _line_around(self, i: int) -> str:
-        start = self._text.rfind("\n", 0, i) + 1
-        end = self._text.find("\n", i)
-        return self._text[start:end if end >= 0 else len(self._text)].strip()
-
     def _scan_lines(self) -> None:
         while (end := self._text.find("\n", self._line_start)) >= 0:
             line = self._text[self._line_start:end].strip()
@@ -160,9 +164,14 @@ class SerialFollower:
     def _trim(self) -> None:
         if len(self._text) <= MAX_KEPT_CHARS:
             return
-        drop = min(self._searched, self._cursor, self._line_start, len(self._text) - MAX_KEPT_CHARS)
+        keep_from = [self._searched, self._cursor, self._line_start, len(self._text) - MAX_KEPT_CHARS]
+        if self._panic_start is not None and not self.panic.complete:
+            keep_from.append(self._panic_start)
+        drop = min(keep_from)
         if drop > 0:
             self._text = self._text[drop:]
             self._searched -= drop
             self._cursor -= drop
             self._line_start -= drop
+            if self._panic_start is not None:
+                self._panic_start -= drop
