@@ -207,3 +207,27 @@ def test_github_hook_needs_a_valid_signature(master):
     changes = master.api("changes")["changes"]
     assert len(changes) == changes_before + 1
     assert changes[-1]["revision"] == rev
+
+
+def test_disk_image_boots_on_qemu_through_the_master(master, forced):
+    _, jobs = forced
+    boot = jobs["x86_64-linux.boot-qemu"]
+    assert boot["results"] == SUCCESS, boot["state_string"]
+    assert boot["properties"]["boot_verdict"][0] == "pass"
+    assert boot["properties"]["boot_seconds"][0] > 0
+    assert "boot-complete" in boot["state_string"]
+    step = [s for s in master.steps(boot["buildid"]) if s["name"] == "boot"][0]
+    logs = {l["name"]: l for l in master.api(f"steps/{step['stepid']}/logs")["logs"]}
+    assert {"serial", "vmm", "milestones"} <= set(logs)
+    serial = master.session.get(master.url + f"api/v2/logs/{logs['serial']['logid']}/raw", timeout=30).text
+    assert "Boot Complete" in serial
+
+
+def test_boots_that_cannot_run_are_skipped_with_the_reason(forced):
+    _, jobs = forced
+    ch = jobs["x86_64-linux.boot-cloud-hypervisor"]
+    assert ch["results"] == SKIPPED
+    assert "no worker runs x86_64-linux VMs with the kvm capability" in ch["state_string"]
+    arm = jobs["aarch64-linux.boot-qemu"]
+    assert arm["results"] == SKIPPED
+    assert "no disk image: the flake has no packages.aarch64-linux" in arm["state_string"]

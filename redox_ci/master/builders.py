@@ -18,6 +18,7 @@ from ..errors import FlakeError
 from ..flake import flake_ref_for
 from ..plan import OTHER_STAGE
 from . import steps as redox_steps
+from .boot import TriggerBoots, boot_builder_configs, boot_builders
 from .steps import WORKER_SETTINGS
 from .workers import names_for
 
@@ -107,6 +108,9 @@ def plan_factory(loaded: LoadedSettings, secrets: Secrets, job_builders: list[St
     for stage in [*settings.plan.stages, OTHER_STAGE]:
         scheds = {b.system: b.name for b in job_builders if b.stage == stage}
         f.addStep(redox_steps.TriggerStage(stage, scheds, REPORT_BUILDER))
+    if settings.boot.enabled:
+        f.addStep(TriggerBoots(settings.boot.image_attr, settings.boot.bootloader_attr,
+                               {route: name for route, name, _ in boot_builders(loaded)}, REPORT_BUILDER))
     return f
 
 
@@ -138,4 +142,6 @@ def builder_configs(loaded: LoadedSettings, secrets: Secrets) -> list[util.Build
     for b in jobs:
         configs.append(util.BuilderConfig(name=b.name, workernames=b.workers,
                                           factory=job_factory(loaded, secrets), tags=[b.system, b.stage]))
+    if loaded.settings.boot.enabled:
+        configs += boot_builder_configs(loaded)
     return configs

@@ -8,6 +8,7 @@ from buildbot.config.errors import ConfigErrors
 
 from ..config import ConfigError, LoadedSettings, load_secrets, load_settings, settings_path
 from . import builders, repro, schedulers, www
+from .boot import boot_builders
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
 from .workers import make_worker
@@ -36,6 +37,8 @@ def build_config(loaded: LoadedSettings) -> dict:
             schedulers.force_scheduler(settings, builders.PLAN_BUILDER),
             schedulers.triggerable(builders.REPORT_BUILDER, builders.REPORT_BUILDER),
             *[schedulers.triggerable(b.name, b.name) for b in jobs],
+            *[schedulers.triggerable(name, name) for _, name, _ in boot_builders(loaded)
+              if settings.boot.enabled],
             *repro.repro_schedulers(loaded),
         ],
         "services": [],

@@ -97,6 +97,7 @@ def job_properties(job: dict, flake: str) -> dict:
         # Each attribute shows as a builder of its own in the web UI, with its own history.
         "virtual_builder_name": f"{job['system']}.{job['attr']}",
         "virtual_builder_tags": [job["system"], job["stage"]],
+        **job.get("extra", {}),
     }
 
 
@@ -110,7 +111,8 @@ class TriggerStage(steps.Trigger):
 
     def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str, **kwargs):
         self.stage = stage
-        self.job_schedulers = job_schedulers  # system -> scheduler name
+        # A job's route (its "route" key, else its system) -> scheduler name.
+        self.job_schedulers = job_schedulers
         self.report_scheduler = report_scheduler
         names = sorted(set(job_schedulers.values()) | {report_scheduler})
         super().__init__(name=f"stage {stage}", schedulerNames=names, waitForFinish=True,
@@ -126,9 +128,9 @@ class TriggerStage(steps.Trigger):
         flake = self.getProperty("flake_ref") or ""
         out = []
         for job in self.stage_jobs():
-            sched = self.job_schedulers.get(job["system"])
+            sched = self.job_schedulers.get(job.get("route", job["system"]))
             if job["status"] == "build" and sched is None:
-                job = {**job, "status": "skipped", "reason": f"no worker builds {job['system']}"}
+                job = {**job, "status": "skipped", "reason": job.get("no_worker", f"no worker builds {job['system']}")}
             if job["status"] != "build":
                 sched = self.report_scheduler
             out.append({"sched_name": sched, "props_to_set": job_properties(job, flake),

@@ -1,0 +1,136 @@
+"""Boot tests on the master: after the stages, the disk image of each system is booted
+on QEMU and on Cloud Hypervisor, each a job of its own.
+
+Cloud Hypervisor needs KVM, so it runs only on workers with the ``kvm`` capability;
+a worker-wide lock keeps VMs from oversubscribing a worker. A boot that cannot run
+(no image, no such worker) is SKIPPED with the reason.
+"""
+
+from __future__ import annotations
+
+from buildbot.plugins import steps, util
+from buildbot.process.results import FAILURE, SUCCESS
+
+from ..config import LoadedSettings
+from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line
+from .workers import names_for
+
+BOOT_STAGE = "boot"
+# (VMM, capability it needs on the worker)
+VMMS = (("qemu", None), ("cloud-hypervisor", "kvm"))
+# One VM at a time per worker: a TCG boot takes both cores of a small host.
+VM_LOCK = util.WorkerLock("vm", maxCount=1)
+# Seconds of silence, beyond the boot timeouts, before Buildbot gives up on the step.
+STEP_TIMEOUT_MARGIN = 120
+
+
+def boot_builder_name(system: str, vmm: str) -> str:
+    return f"{system}/boot-{vmm}"
+
+
+def boot_jobs(plan: dict, image_attr: str, bootloader_attr: str) -> list[dict]:
+    """One boot job per system whose plan has the disk image, per VMM.
+
+    Pure: from the plan's JSON to job dicts for TriggerStage.
+    """
+    by_key = {(j["system"], j["attr"]): j for j in plan.get("jobs", [])}
+    systems = list(dict.fromkeys(j["system"] for j in plan.get("jobs", [])))
+    jobs = []
+    for system in systems:
+        image = by_key.get((system, image_attr))
+        if image is None:
+            continue  # a forced subset without the image: nothing to boot
+        loader = by_key.get((system, bootloader_attr))
+        for vmm, capability in VMMS:
+            status, reason = "build", ""
+            if image["status"] not in ("build", "cached"):
+                status, reason = "skipped", f"no disk image: {image['reason']}"
+            elif vmm == "qemu" and (loader is None or loader["status"] not in ("build", "cached")):
+                status, reason = "skipped", f"no {bootloader_attr} for {system}, which QEMU boots"
+            jobs.append({
+                "attr": f"boot-{vmm}", "system": system, "stage": BOOT_STAGE, "drv": None,
+                "checks": False, "status": status, "reason": reason,
+                "route": f"{system}/{vmm}",
+                "no_worker": f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
+                "extra": {"vmm": vmm, "image_paths": image.get("outputs", []),
+                          "bootloader_paths": (loader or {}).get("outputs", [])},
+            })
+    return jobs
+
+
+class TriggerBoots(TriggerStage):
+    def __init__(self, image_attr: str, bootloader_attr: str, job_schedulers: dict[str, str],
+                 report_scheduler: str, **kwargs):
+        self.image_attr, self.bootloader_attr = image_attr, bootloader_attr
+        super().__init__(BOOT_STAGE, job_schedulers, report_scheduler, **kwargs)
+
+    def stage_jobs(self) -> list[dict]:
+        return boot_jobs(self.getProperty("plan") or {}, self.image_attr, self.bootloader_attr)
+
+
+@util.renderer
+def boot_args(props):
+    args = ["boot", "--vmm", props.getProperty("vmm"), "--system", props.getProperty("system"),
+            "--image", props.getProperty("image_paths")[0], "--settings", WORKER_SETTINGS,
+            "--serial-log", "serial.log", "--vmm-log", "vmm.log"]
+    if props.getProperty("vmm") == "qemu":
+        args += ["--bootloader", props.getProperty("bootloader_paths")[0]]
+    return args
+
+
+@util.renderer
+def realise_args(props):
+    return ["nix-store", "--realise", *props.getProperty("image_paths"), *props.getProperty("bootloader_paths")]
+
+
+class BootStep(RedoxCiStep):
+    """Milestone table as the summary, serial and VMM logs attached, boot time as a property."""
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        for name, path in (("serial", data.get("serial_log")), ("vmm", data.get("vmm_log"))):
+            text = await self.getFileContentFromWorker(path) if path else None
+            if text:
+                await self.addCompleteLog(name, text)
+        table = ", ".join(f"{m['name']} {m['at']:.2f} s" for m in data["milestones"])
+        await self.addCompleteLog("milestones", "\n".join(
+            [f"{m['name']:15} {m['at']:8.2f} s" for m in data["milestones"]]
+            + [f"harmless: {h}" for h in data.get("harmless", [])] + data.get("notes", [])))
+        complete = [m["at"] for m in data["milestones"] if m["name"] == "boot-complete"]
+        if complete:
+            self.setProperty("boot_seconds", complete[0], "BootStep")
+        self.setProperty("boot_verdict", data["verdict"], "BootStep")
+        self.setProperty("boot_accel", data.get("accel"), "BootStep")
+        self._summary = one_line(f"{data['verdict']} ({data.get('accel') or '-'}): {data['reason']}"
+                                 + (f"; {table}" if table else ""))
+        return SUCCESS if data["verdict"] == "pass" else FAILURE
+
+
+def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
+    from .builders import settings_download
+    boot = loaded.settings.boot
+    f = util.BuildFactory()
+    f.addStep(steps.ShellCommand(command=realise_args, name="fetch image", haltOnFailure=True,
+                                 descriptionDone="image and bootloader in the store"))
+    f.addStep(settings_download(loaded))
+    f.addStep(BootStep(loaded.settings.workers.command, boot_args, name="boot",
+                       # TERM, not KILL: redox-ci then stops the VM's whole process group.
+                       interruptSignal="TERM",
+                       timeout=int(sum(boot.timeouts.values()) + STEP_TIMEOUT_MARGIN)))
+    return f
+
+
+def boot_builders(loaded: LoadedSettings) -> list[tuple[str, str, list[str]]]:
+    """(route, builder name, workers) for each system and VMM some worker can run."""
+    out = []
+    for system in loaded.settings.flake.systems:
+        for vmm, capability in VMMS:
+            workers = names_for(loaded.workers, system, capability)
+            if workers:
+                out.append((f"{system}/{vmm}", boot_builder_name(system, vmm), workers))
+    return out
+
+
+def boot_builder_configs(loaded: LoadedSettings) -> list[util.BuilderConfig]:
+    return [util.BuilderConfig(name=name, workernames=workers, factory=boot_factory(loaded),
+                               locks=[VM_LOCK.access("counting")], tags=[name.split("/")[0], BOOT_STAGE])
+            for _, name, workers in boot_builders(loaded)]
