@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,8 @@ ANONYMOUS_CREDENTIALS = {"aws_access_key_id": "redox-ci-local", "aws_secret_acce
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
+# Pending connections: uploads run up to 64 x 4 at once (upload_parallelism x parts).
+LISTEN_BACKLOG = 256
 READY_FILE = "server.json"
 OBJECTS_DIR = "objects"
 LOG_FILE = "server.log"
@@ -97,28 +100,42 @@ def _write_atomic(path: Path, data: dict) -> None:
 
 
 def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
-          state_dir: Path | None = None, auth: bool = False, announce=print) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT."""
+          state_dir: Path | None = None, auth: bool = False, persist: bool = True, announce=print) -> None:
+    """Run the server in the foreground until SIGTERM or SIGINT.
+
+    With ``state_dir`` it writes its URL there and, if ``persist``, keeps the objects
+    there across restarts.
+    """
     from moto import settings as moto_settings
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    # What moto's ThreadedMotoServer does, except that the socket is bound here: a port in
+    # use is then our error, not a thread dying (moto) or sys.exit (werkzeug).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        server.start()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError as e:
+        sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    server = make_server(host, sock.getsockname()[1], DomainDispatcherApplication(create_backend_app),
+                         threaded=True, fd=sock.fileno())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        host, port = server.get_host_and_port()
+        host, port = server.server_address[:2]
         url = f"http://{host}:{port}"
         client = _client("s3", url, ANONYMOUS_CREDENTIALS)
         client.create_bucket(Bucket=bucket)
         policy = json.dumps(PUBLIC_READ_POLICY).replace("{bucket}", bucket)
         client.put_bucket_policy(Bucket=bucket, Policy=policy)
-        objects = state_dir / OBJECTS_DIR if state_dir else None
+        objects = state_dir / OBJECTS_DIR if state_dir and persist and not auth else None
         restored = restore(client, bucket, objects) if objects else 0
         credentials = ANONYMOUS_CREDENTIALS
         if auth:
@@ -131,11 +148,14 @@ def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
         announce(f"S3 server on {url}, bucket {bucket!r} ({restored} objects restored); "
                  f"substitute from {url}/{bucket}")
         stop.wait()
-        if objects and not auth:
+        if objects:
             client = _client("s3", url, credentials)
             announce(f"saved {dump(client, bucket, objects)} objects to {objects}")
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
+        server.server_close()
+        sock.close()
 
 
 @dataclass
@@ -143,6 +163,7 @@ class LocalS3Server:
     """Context manager: ``with LocalS3Server() as srv: srv.settings()`` gives a working cache."""
 
     bucket: str = DEFAULT_BUCKET
+    # Objects persist here across restarts; without it they live only as long as the server.
     state_dir: Path | None = None
     auth: bool = False
     url: str = ""
@@ -154,7 +175,7 @@ class LocalS3Server:
     def argv(self, state_dir: Path) -> list[str]:
         argv = [sys.executable, "-m", "redox_ci.cache.localserver", "--port", "0",
                 "--bucket", self.bucket, "--state-dir", str(state_dir)]
-        return argv + (["--auth"] if self.auth else [])
+        return argv + (["--auth"] if self.auth else []) + (["--ephemeral"] if self._tmp else [])
 
     def start(self) -> LocalS3Server:
         if self.state_dir is None:
@@ -212,6 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", default=DEFAULT_BUCKET, help="bucket to create (default %(default)s)")
     parser.add_argument("--state-dir", type=Path, help="keep objects here across restarts; "
                         f"{READY_FILE} there tells the URL and port")
+    parser.add_argument("--ephemeral", action="store_true", help="do not save objects in --state-dir on exit")
     parser.add_argument("--auth", action="store_true", help="check credentials (for tests); "
                         "anonymous reads are refused then")
 
@@ -220,7 +242,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.state_dir:
         args.state_dir.mkdir(parents=True, exist_ok=True)
     serve(bucket=args.bucket, host=args.host, port=args.port, state_dir=args.state_dir,
-          auth=args.auth, announce=lambda m: print(m, flush=True))
+          auth=args.auth, persist=not args.ephemeral, announce=lambda m: print(m, flush=True))
     return 0
 
 

@@ -70,6 +70,8 @@ def cached_paths(settings: CacheSettings, store_paths: list[str], credentials: d
     if not store_paths:
         return set()
     client = s3.make_client(settings, credentials)
+    # HEAD answers carry no body: without this a missing bucket would read as "nothing cached".
+    s3.check_bucket(client, settings)
     keys = {narinfo_key(settings.prefix, p): p for p in store_paths}
     return {keys[k] for k in s3.existing_keys(client, settings, keys)}
 
