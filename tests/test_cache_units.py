@@ -140,17 +140,17 @@ def test_substituter_url():
 
 def _staged(tmp_path: Path) -> Staged:
     paths = []
-    for name in ("16kzwc66vv4hymaj28rakcm0i7a1f67i-top", "m3vjfvmqvx0rvya95831bwnwcyspr6zn-dep"):
+    for name, file_size in (("16kzwc66vv4hymaj28rakcm0i7a1f67i-top", 10), ("m3vjfvmqvx0rvya95831bwnwcyspr6zn-dep", 99)):
         info = NarInfo(store_path=f"/nix/store/{name}", url=f"nar/{name[:4]}.nar.xz", nar_hash="h",
-                       nar_size=1, sigs=("k-1:sig",))
+                       nar_size=1, file_size=file_size, sigs=("k-1:sig",))
         paths.append(StagedPath(info.store_path, tmp_path / f"{name[:32]}.narinfo",
                                 tmp_path / info.url, info))
     return Staged(tmp_path, paths)
 
 
-def test_upload_plan_puts_every_nar_before_any_narinfo(tmp_path):
+def test_upload_plan_puts_every_nar_before_any_narinfo_largest_first(tmp_path):
     first, second = upload_plan(_staged(tmp_path), "pre")
-    assert sorted(u.key for u in first) == ["pre/nar/16kz.nar.xz", "pre/nar/m3vj.nar.xz", "pre/nix-cache-info"]
+    assert [u.key for u in first] == ["pre/nar/m3vj.nar.xz", "pre/nar/16kz.nar.xz", "pre/nix-cache-info"]
     assert all(u.key.endswith(".narinfo") for u in second) and len(second) == 2
     assert upload_plan(Staged(tmp_path, []), "pre") == ([], [])
 

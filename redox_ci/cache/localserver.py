@@ -173,7 +173,7 @@ class LocalS3Server:
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def argv(self, state_dir: Path) -> list[str]:
-        argv = [sys.executable, "-m", "redox_ci.cache.localserver", "--port", "0",
+        argv = [sys.executable, "-m", "redox_ci.cache.localserver", "--port", str(self.port),
                 "--bucket", self.bucket, "--state-dir", str(state_dir)]
         return argv + (["--auth"] if self.auth else []) + (["--ephemeral"] if self._tmp else [])
 

@@ -77,9 +77,14 @@ def cached_paths(settings: CacheSettings, store_paths: list[str], credentials: d
 
 
 def upload_plan(staged: Staged, prefix: str) -> tuple[list[s3.Upload], list[s3.Upload]]:
-    """(first wave: NARs and nix-cache-info, second wave: narinfos)."""
-    nars = {p.nar_file: p.info.url for p in staged.paths}
-    first = [s3.Upload(f, join_key(prefix, url)) for f, url in sorted(nars.items())]
+    """(first wave: NARs and nix-cache-info, second wave: narinfos).
+
+    Largest NARs first: the wave ends when its last upload does, and a big NAR started
+    last would leave the other workers idle while it alone runs.
+    """
+    nars = {p.nar_file: (p.info.file_size or 0, p.info.url) for p in staged.paths}
+    by_size = sorted(nars.items(), key=lambda item: (-item[1][0], item[1][1]))
+    first = [s3.Upload(f, join_key(prefix, url)) for f, (_, url) in by_size]
     if staged.paths:
         first.append(s3.Upload(staged.cache_info, join_key(prefix, CACHE_INFO_NAME)))
     second = [s3.Upload(p.narinfo_file, join_key(prefix, p.narinfo_file.name)) for p in staged.paths]
@@ -128,7 +133,9 @@ def push(settings: CacheSettings, store_paths: list[str], credentials: dict | No
             t1 = time.monotonic()
             first, second = upload_plan(staged, settings.prefix)
             result.bytes_uploaded = s3.upload_all(client, settings, first, "uploading NAR", CONTENT_TYPES)
-            result.bytes_uploaded += s3.upload_all(client, settings, second, "uploading narinfo", CONTENT_TYPES)
+            # Narinfos are a few hundred bytes: their wave waits on round trips, not bandwidth.
+            result.bytes_uploaded += s3.upload_all(client, settings, second, "uploading narinfo", CONTENT_TYPES,
+                                                   parallelism=s3.connection_pool_size(settings))
             result.files_uploaded = len(first) + len(second)
             result.stage_seconds, result.upload_seconds = t1 - t0, time.monotonic() - t1
         result.pushed = missing

@@ -58,7 +58,7 @@ def client_config(settings: CacheSettings) -> Config:
         retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
-        max_pool_connections=settings.upload_parallelism * PART_CONCURRENCY,
+        max_pool_connections=connection_pool_size(settings),
         # Path-style URLs work with every S3-compatible server and with 127.0.0.1.
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
@@ -165,9 +165,17 @@ def run_parallel(fn: Callable, items: list, parallelism: int) -> list:
         return [f.result() for f in futures]
 
 
+def connection_pool_size(settings: CacheSettings) -> int:
+    return settings.upload_parallelism * PART_CONCURRENCY
+
+
 def upload_all(client, settings: CacheSettings, uploads: list[Upload], doing: str,
-               content_types: dict[str, str] | None = None) -> int:
-    """Upload every file (multipart when large); return the bytes sent, or raise one cache error."""
+               content_types: dict[str, str] | None = None, parallelism: int | None = None) -> int:
+    """Upload every file (multipart when large); return the bytes sent, or raise one cache error.
+
+    ``parallelism`` defaults to ``upload_parallelism``; small files, bound by round trips
+    rather than by the uplink, may use every pooled connection.
+    """
     config = transfer_config(settings)
 
     def one(u: Upload) -> int:
@@ -183,7 +191,7 @@ def upload_all(client, settings: CacheSettings, uploads: list[Upload], doing: st
             raise describe(e, settings, f"{doing} {u.key}") from None
         return u.path.stat().st_size
 
-    return sum(run_parallel(one, uploads, settings.upload_parallelism))
+    return sum(run_parallel(one, uploads, parallelism or settings.upload_parallelism))
 
 
 def download_all(client, settings: CacheSettings, items: list[Upload]) -> None:
