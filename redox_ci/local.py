@@ -9,8 +9,10 @@ admin password is generated once and printed.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets as pysecrets
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from .fixture import make_fixture_repo
 MASTER_CFG = Path(__file__).resolve().parent.parent / "master.cfg"
 # Local commits should show up quickly; production polls less often (settings).
 LOCAL_POLL_SECONDS = 10
+# A master finishing its running steps on SIGTERM; past this it is killed.
+MASTER_STOP_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -174,22 +178,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", default=".local", help="where state lives (default: .local)")
     p.add_argument("--port", type=int, default=8010, help="web UI port (default: 8010)")
     p.add_argument("--pb-port", type=int, default=9989, help="worker port (default: 9989)")
+    p.add_argument("--s3-port", type=int, default=9000, help="local S3 server port (default: 9000)")
     p.add_argument("--flake-repo", help="a git repository holding a flake (default: the bundled fixture)")
     p.add_argument("--prepare-only", action="store_true", help="write the state directory and exit")
     p.set_defaults(func=run_local)
 
 
+def local_capabilities() -> list[str]:
+    """"kvm" when this host can run Cloud Hypervisor: a usable /dev/kvm and the binary."""
+    usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and shutil.which("cloud-hypervisor")
+    return ["kvm"] if usable else []
+
+
 def run_local(args) -> int:
+    from .cache.localserver import LocalS3Server
     if not shutil.which("buildbot"):
         raise UsageError("buildbot is not installed; run scripts/install.sh")
     state = Path(args.state_dir).resolve()
     repo = Path(args.flake_repo).resolve() if args.flake_repo else state / "redox-flake"
-    setup = LocalSetup(state=state, repo=repo, www_port=args.port, pb_port=args.pb_port)
-    password = prepare(setup)
-    print(f"redox-ci local: state in {state}")
-    print(f"  flake repository: {repo} (commit to it and a build starts within {LOCAL_POLL_SECONDS} s)")
-    print(f"  web UI: {setup.url}  (log in as admin / {password} to force builds)")
-    if args.prepare_only:
-        return 0
-    sys.stdout.flush()
-    return subprocess.call(["buildbot", "start", "--nodaemon", str(setup.master_dir)])
+    if args.flake_repo and not (repo / ".git").exists():
+        raise UsageError(f"--flake-repo {repo}: not a git repository (clone the flake there first)")
+    setup = LocalSetup(state=state, repo=repo, www_port=args.port, pb_port=args.pb_port,
+                       worker_capabilities=local_capabilities())
+    with LocalS3Server(state_dir=state / "s3", port=args.s3_port) as s3:
+        key_file, public_key = signing_key(state / "keys")
+        setup.cache = CacheWiring(s3.url, s3.bucket, key_file, public_key, s3.credentials)
+        password = prepare(setup)
+        print(f"redox-ci local: state in {state}")
+        print(f"  flake repository: {repo} (commit to it and a build starts within {LOCAL_POLL_SECONDS} s)")
+        print(f"  web UI: {setup.url}  (log in as admin / {password} to force builds)")
+        print(f"  binary cache: {s3.substituter}; to use it, add to nix.conf:")
+        print(f"    extra-substituters = {s3.substituter}")
+        print(f"    extra-trusted-public-keys = {public_key}")
+        if args.prepare_only:
+            return 0
+        sys.stdout.flush()
+        return run_master(setup.master_dir)
+
+
+def run_master(master_dir: Path) -> int:
+    """Run the master in the foreground; on Ctrl-C or SIGTERM stop it, then the S3 server."""
+    master = subprocess.Popen(["buildbot", "start", "--nodaemon", str(master_dir)])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return master.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if master.poll() is None:
+            master.terminate()
+            try:
+                master.wait(MASTER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                master.kill()

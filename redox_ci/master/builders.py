@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from buildbot.process import buildstep
+from buildbot.process.build import Build
 
 from ..config import LoadedSettings, Secrets
 from ..errors import FlakeError
@@ -124,8 +125,18 @@ def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     return f
 
 
+class ReportBuild(Build):
+    """Says "skipped" for a SKIPPED build; Buildbot would say "build successful"."""
+
+    def allStepsDone(self):
+        if self.results == SKIPPED and self.stopped_reason is None:
+            return self.buildFinished(["skipped:", *self.text], self.results)
+        return super().allStepsDone()
+
+
 def report_factory() -> util.BuildFactory:
     f = util.BuildFactory()
+    f.buildClass = ReportBuild
     f.addStep(redox_steps.ReportJob())
     return f
 

@@ -216,7 +216,9 @@ class ReportJob(buildstep.BuildStep):
 
     async def run(self):
         status = self.getProperty("job_status")
-        self._summary = one_line(f"{self.getProperty('attr')}: {status}: {self.getProperty('job_reason')}")
+        reason = self.getProperty("job_reason")
+        self._summary = one_line(f"{self.getProperty('attr')}: {reason}" if status == "skipped"
+                                 else f"{self.getProperty('attr')}: {status}: {reason}")
         if status == "skipped":
             # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
             self.build.results = SKIPPED
