@@ -7,7 +7,6 @@ a traceback, and no secret (signing key, AWS secret) is ever printed.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -61,7 +60,9 @@ def test_push_json_then_status(tmp_path, s3_server, cache_settings, signing_key)
     assert _key_material(signing_key.path) not in output
     assert s3_server.credentials["aws_secret_access_key"] not in output
 
-    human = run_cli("cache", "push", "--prefix", cache_settings.prefix, top, env=env)
+    without_env = {k: v for k, v in env.items() if k != "REDOX_CI_SETTINGS"}
+    human = run_cli("cache", "push", "--settings", str(settings_file), "--prefix", cache_settings.prefix,
+                    "--stage-dir", str(tmp_path), top, env=without_env)
     assert human.returncode == 0 and f"pushed 0 paths, skipped {len(paths)}" in human.stdout
 
     ok = run_cli("cache", "status", "--prefix", cache_settings.prefix, "--json", *paths, env=env)

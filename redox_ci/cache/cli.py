@@ -83,7 +83,8 @@ def human_status(r: dict) -> str:
 
 
 def do_push(args: argparse.Namespace) -> int:
-    result: PushResult = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key)
+    result: PushResult = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key,
+                              stage_dir=args.stage_dir)
     emit(asdict(result), args.json, human_push)
     return 0
 
@@ -121,6 +122,8 @@ def register(sub) -> None:
     p.add_argument("--signing-key", help="Nix secret key file (default [cache].secret_key_file)")
     p.add_argument("--compression", choices=["xz", "zstd", "none"], help="NAR compression (default xz)")
     p.add_argument("--parallelism", type=int, help="uploads at once (default 8)")
+    p.add_argument("--stage-dir", type=Path, help="where compressed NARs are staged before upload; needs "
+                   "room for the pushed paths (default $TMPDIR)")
     p.set_defaults(func=do_push)
 
     p = verbs.add_parser("status", help="which store paths the bucket holds (exit 1 if any is missing)")

@@ -115,6 +115,8 @@ def push(settings: CacheSettings, store_paths: list[str], credentials: dict | No
     if not key_file:
         raise UsageError("no signing key: pass --signing-key FILE or set [cache].secret_key_file")
     key = read_signing_key(key_file)
+    if stage_dir is not None and not Path(stage_dir).is_dir():
+        raise UsageError(f"staging directory {stage_dir}: not a directory")
     infos = closure(store_paths)
     client = s3.make_client(settings, credentials)
     s3.check_bucket(client, settings)
