@@ -26,6 +26,8 @@ CONTENT_TYPES = {".narinfo": "text/x-nix-narinfo", "": "text/x-nix-cache-info"}
 
 @dataclass
 class PushResult:
+    """What a push did; ``asdict`` of it is the JSON ``cache push --json`` prints."""
+
     bucket: str
     pushed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -42,6 +44,8 @@ class PushResult:
 
 @dataclass
 class UploadResult:
+    """What ``upload_files`` sent: full keys, bytes, seconds."""
+
     keys: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
     seconds: float = 0.0

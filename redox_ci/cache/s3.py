@@ -1,4 +1,4 @@
-"""S3 access: one boto3 client per operation, retries for the transient, a sentence for the rest.
+"""S3 access: retries for the transient failures, a sentence for the permanent ones.
 
 This is the only module that talks to S3. Transient failures (5xx, throttling, dropped or
 timed-out connections) are retried by botocore's "standard" retry mode with exponential
@@ -108,9 +108,7 @@ def describe(exc: BaseException, settings: CacheSettings, doing: str) -> RedoxCI
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return PushFailed(f"{doing}: cannot talk to {place} after {settings.max_attempts} attempts: "
                           f"{type(exc).__name__}")
-    if isinstance(exc, BotoCoreError):
-        return PushFailed(f"{doing}: {place}: {exc}")
-    raise exc
+    return PushFailed(f"{doing}: {place}: {exc}")
 
 
 def check_bucket(client, settings: CacheSettings) -> None:
