@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
+import pytest
+
 from cache_support import (  # noqa: F401  (fixtures)
     KEY_NAME, SMALL_CLOSURE, bucket_objects, build_closure, cache_settings, clean_proxy, delete_from_store,
     nar_hash, orphan_narinfos, proxy, s3_client, s3_server, signing_key, store_closure, substitute,
@@ -21,7 +23,10 @@ def _narinfo(client, settings, path):
     return parse_narinfo(body.read().decode())
 
 
-def test_push_then_substitute_gives_the_same_nars(tmp_path, s3_server, s3_client, cache_settings, signing_key):
+@pytest.mark.parametrize("compression", ["xz", "zstd"])
+def test_push_then_substitute_gives_the_same_nars(tmp_path, s3_server, s3_client, cache_settings, signing_key,
+                                                  compression):
+    cache_settings = cache_settings.model_copy(update={"compression": compression})
     top = build_closure(tmp_path, SMALL_CLOSURE)
     paths = store_closure(top)
     hashes = {p: nar_hash(p) for p in paths}
@@ -34,7 +39,7 @@ def test_push_then_substitute_gives_the_same_nars(tmp_path, s3_server, s3_client
     assert asdict(result)["pushed"] == result.pushed
     for p in paths:
         info = _narinfo(s3_client, cache_settings, p)
-        assert info.signed_by(KEY_NAME) and info.nar_hash == hashes[p]
+        assert info.signed_by(KEY_NAME) and info.nar_hash == hashes[p] and info.compression == compression
     assert orphan_narinfos(s3_client, cache_settings.bucket, cache_settings.prefix) == []
 
     delete_from_store(paths)
