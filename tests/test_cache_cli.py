@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 
 from cache_support import (  # noqa: F401  (fixtures)
     CLI, SMALL_CLOSURE, build_closure, cache_settings, clean_proxy, cli_env, parse_json_line, proxy, run_cli,
@@ -20,6 +21,7 @@ from cache_support import (  # noqa: F401  (fixtures)
 )
 from redox_ci.cache.keys import read_signing_key
 from redox_ci.cache.localserver import READY_FILE, LocalS3Server
+from redox_ci.errors import UsageError
 
 MISSING = "/nix/store/0000000000000000000000000000000z-never-built"
 SECRET_ACCESS = "s3cr3t-value-that-must-never-be-printed"
@@ -195,3 +197,5 @@ def test_serve_keeps_objects_across_restarts(tmp_path):
 def test_serve_port_in_use(s3_server):
     proc = run_cli("cache", "serve", "--port", str(s3_server.port))
     _assert_clean_error(proc, 2, f"cannot listen on 127.0.0.1:{s3_server.port}")
+    with pytest.raises(UsageError, match=f"did not start: .*cannot listen on 127.0.0.1:{s3_server.port}"):
+        LocalS3Server(port=s3_server.port).start()

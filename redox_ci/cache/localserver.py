@@ -45,6 +45,8 @@ LISTEN_BACKLOG = 256
 READY_FILE = "server.json"
 OBJECTS_DIR = "objects"
 LOG_FILE = "server.log"
+# Enough of the server's log to show why it did not start.
+LOG_TAIL_CHARS = 2000
 # Nix asks for a narinfo with HEAD first; moto checks "s3:HeadObject" for that (AWS maps
 # HEAD to s3:GetObject), so the policy names both.
 PUBLIC_READ_POLICY = {
@@ -166,8 +168,9 @@ class LocalS3Server:
     # Objects persist here across restarts; without it they live only as long as the server.
     state_dir: Path | None = None
     auth: bool = False
-    url: str = ""
+    # 0 picks a free port; after start() it is the port in use.
     port: int = 0
+    url: str = ""
     credentials: dict | None = None
     _proc: subprocess.Popen | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
@@ -191,9 +194,9 @@ class LocalS3Server:
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             if self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = (state / LOG_FILE).read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
                 self.stop()
-                tail = (state / LOG_FILE).read_text(errors="replace")[-2000:]
-                raise UsageError(f"the local S3 server did not start:\n{tail}")
+                raise UsageError(f"the local S3 server did not start: {tail or 'no output'}")
             time.sleep(POLL_INTERVAL)
         info = json.loads(ready.read_text())
         self.url, self.port, self.credentials = info["url"], info["port"], info["credentials"]
