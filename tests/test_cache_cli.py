@@ -199,3 +199,8 @@ def test_serve_port_in_use(s3_server):
     _assert_clean_error(proc, 2, f"cannot listen on 127.0.0.1:{s3_server.port}")
     with pytest.raises(UsageError, match=f"did not start: .*cannot listen on 127.0.0.1:{s3_server.port}"):
         LocalS3Server(port=s3_server.port).start()
+
+
+def test_serve_bad_bucket_name():
+    proc = run_cli("cache", "serve", "--bucket", "x")
+    _assert_clean_error(proc, 2, "cannot create bucket 'x'", "not valid")

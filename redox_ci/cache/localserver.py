@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import ClientError
 
 from ..config import CacheSettings
 from ..errors import UsageError
@@ -134,7 +135,10 @@ def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
         host, port = server.server_address[:2]
         url = f"http://{host}:{port}"
         client = _client("s3", url, ANONYMOUS_CREDENTIALS)
-        client.create_bucket(Bucket=bucket)
+        try:
+            client.create_bucket(Bucket=bucket)
+        except ClientError as e:
+            raise UsageError(f"cannot create bucket {bucket!r}: {e.response['Error'].get('Message')}") from None
         policy = json.dumps(PUBLIC_READ_POLICY).replace("{bucket}", bucket)
         client.put_bucket_policy(Bucket=bucket, Policy=policy)
         objects = state_dir / OBJECTS_DIR if state_dir and persist and not auth else None
