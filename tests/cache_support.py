@@ -120,23 +120,23 @@ def substitute(cache_url: str, public_key: str, path: str, cache_home: Path) -> 
 
 # ---------------------------------------------------------------- bucket checks
 
-def bucket_objects(client, bucket: str, prefix: str = "") -> dict[str, str]:
-    """key -> ETag of every object under ``prefix``."""
+def bucket_objects(client, bucket: str, prefix: str = "", field: str = "ETag") -> dict:
+    """key -> ETag (or another listing field, e.g. Size) of every object under ``prefix``."""
     out = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        out.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+        out.update({o["Key"]: o[field] for o in page.get("Contents", [])})
     return out
 
 
 def orphan_narinfos(client, bucket: str, prefix: str = "") -> list[str]:
-    """Narinfos in the bucket whose NAR is missing: the state a reader must never see."""
-    objects = bucket_objects(client, bucket, prefix)
+    """Narinfos whose NAR is missing or not the size the narinfo promises: what a reader must never see."""
+    sizes = bucket_objects(client, bucket, prefix, field="Size")
     base = prefix.rstrip("/") + "/" if prefix else ""
     orphans = []
-    for key in objects:
+    for key in sizes:
         if key.endswith(NARINFO_SUFFIX):
             info = parse_narinfo(client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
-            if base + info.url not in objects:
+            if sizes.get(base + info.url) != info.file_size:
                 orphans.append(key)
     return orphans
 

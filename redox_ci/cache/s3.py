@@ -183,11 +183,19 @@ def upload_all(client, settings: CacheSettings, uploads: list[Upload], doing: st
         ctype = (content_types or {}).get(u.path.suffix)
         if ctype:
             extra["ContentType"] = ctype
+        size = u.path.stat().st_size
         try:
-            client.upload_file(str(u.path), settings.bucket, u.key, ExtraArgs=extra or None, Config=config)
+            if size < config.multipart_threshold:
+                # One PUT: upload_file would start a transfer manager and its threads for each
+                # file, which costs more than the PUT itself for a narinfo. botocore rewinds
+                # the file when it retries.
+                with u.path.open("rb") as body:
+                    client.put_object(Bucket=settings.bucket, Key=u.key, Body=body, **extra)
+            else:
+                client.upload_file(str(u.path), settings.bucket, u.key, ExtraArgs=extra or None, Config=config)
         except (BotoCoreError, ClientError, S3UploadFailedError) as e:
             raise describe(e, settings, f"{doing} {u.key}") from None
-        return u.path.stat().st_size
+        return size
 
     return sum(run_parallel(one, uploads, parallelism or settings.upload_parallelism))
 
