@@ -120,7 +120,7 @@ def register(sub) -> None:
     p = verbs.add_parser("push", help="sign and upload the closure of store paths")
     _common(p)
     p.add_argument("--signing-key", help="Nix secret key file (default [cache].secret_key_file)")
-    p.add_argument("--compression", choices=["xz", "zstd", "none"], help="NAR compression (default xz)")
+    p.add_argument("--compression", choices=["xz", "zstd", "none"], help="NAR compression (default zstd)")
     p.add_argument("--parallelism", type=int, help="uploads at once (default 8)")
     p.add_argument("--stage-dir", type=Path, help="where compressed NARs are staged before upload; needs "
                    "room for the pushed paths (default $TMPDIR)")
