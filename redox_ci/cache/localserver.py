@@ -102,6 +102,28 @@ def _write_atomic(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a port in use is our error, not a thread
+    dying (moto's ThreadedMotoServer) or sys.exit (werkzeug)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
+def _create_public_bucket(client, bucket: str) -> None:
+    try:
+        client.create_bucket(Bucket=bucket)
+    except ClientError as e:
+        raise UsageError(f"cannot create bucket {bucket!r}: {e.response['Error'].get('Message')}") from None
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(PUBLIC_READ_POLICY).replace("{bucket}", bucket))
+
+
 def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
           state_dir: Path | None = None, auth: bool = False, persist: bool = True, announce=print) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT.
@@ -117,16 +139,7 @@ def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    # What moto's ThreadedMotoServer does, except that the socket is bound here: a port in
-    # use is then our error, not a thread dying (moto) or sys.exit (werkzeug).
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as e:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock = _listen(host, port)
     server = make_server(host, sock.getsockname()[1], DomainDispatcherApplication(create_backend_app),
                          threaded=True, fd=sock.fileno())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -135,12 +148,7 @@ def serve(bucket: str = DEFAULT_BUCKET, host: str = DEFAULT_HOST, port: int = 0,
         host, port = server.server_address[:2]
         url = f"http://{host}:{port}"
         client = _client("s3", url, ANONYMOUS_CREDENTIALS)
-        try:
-            client.create_bucket(Bucket=bucket)
-        except ClientError as e:
-            raise UsageError(f"cannot create bucket {bucket!r}: {e.response['Error'].get('Message')}") from None
-        policy = json.dumps(PUBLIC_READ_POLICY).replace("{bucket}", bucket)
-        client.put_bucket_policy(Bucket=bucket, Policy=policy)
+        _create_public_bucket(client, bucket)
         objects = state_dir / OBJECTS_DIR if state_dir and persist and not auth else None
         restored = restore(client, bucket, objects) if objects else 0
         credentials = ANONYMOUS_CREDENTIALS
