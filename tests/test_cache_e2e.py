@@ -145,3 +145,15 @@ def test_upload_files_and_list_keys(tmp_path, s3_server, s3_client, cache_settin
     assert sorted(list_keys(cache_settings, "reports/", credentials=s3_server.credentials)) == sorted(up.keys)
     body = s3_client.get_object(Bucket=cache_settings.bucket, Key=f"{base}/diffs/kernel.txt")["Body"].read()
     assert body == b"no differences"
+
+
+def test_public_read_objects(tmp_path, s3_server, s3_client, cache_settings, signing_key):
+    settings = cache_settings.model_copy(update={"public_read": True})
+    top = build_closure(tmp_path, SMALL_CLOSURE)
+    push(settings, [top], credentials=s3_server.credentials, signing_key_file=signing_key.path)
+    keys = bucket_objects(s3_client, settings.bucket, settings.prefix)
+    assert keys
+    for key in keys:
+        grants = s3_client.get_object_acl(Bucket=settings.bucket, Key=key)["Grants"]
+        assert any(g["Grantee"].get("URI", "").endswith("/global/AllUsers") and g["Permission"] == "READ"
+                   for g in grants), (key, grants)
