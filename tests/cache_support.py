@@ -36,6 +36,8 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 UPSTREAM_TIMEOUT = 60
 # The console script's entry point, run with this interpreter.
 CLI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main())"]
+# A hung command fails its test (and is killed) instead of blocking the suite.
+CLI_TIMEOUT = 180
 NO_SUCH_BUCKET_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchBucket</Code>'
                        b'<Message>The specified bucket does not exist</Message></Error>')
 ACCESS_DENIED_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
@@ -314,7 +316,7 @@ def upstream_of(url: str) -> tuple[str, int]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``redox-ci ARGS`` in a child process, as a Buildbot step runs it."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True,
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=CLI_TIMEOUT,
                           env=env if env is not None else dict(os.environ))
 
 
