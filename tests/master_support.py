@@ -148,6 +148,15 @@ class Master:
     def steps(self, buildid: int) -> list[dict]:
         return self.api(f"builds/{buildid}/steps")["steps"]
 
+    def step(self, buildid: int, name: str) -> dict:
+        return [s for s in self.steps(buildid) if s["name"] == name][0]
+
+    def step_logs(self, buildid: int, name: str) -> dict[str, str]:
+        """The text of every log of the step ``name`` of a build, by log name."""
+        step = self.step(buildid, name)
+        return {log["name"]: self.session.get(self.url + f"api/v2/logs/{log['logid']}/raw", timeout=30).text
+                for log in self.api(f"steps/{step['stepid']}/logs")["logs"]}
+
 
 def make_master(tmp_path: Path, repo: Path, **setup_kwargs) -> Master:
     setup = LocalSetup(state=tmp_path / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),

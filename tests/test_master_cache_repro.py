@@ -63,8 +63,7 @@ def test_successful_jobs_are_pushed_failed_ones_are_not(master, s3, first_run):
     cookbook, installer = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.installer"]
     assert cookbook["results"] == SUCCESS
     assert cookbook["properties"]["cache_pushed"][0] >= 1
-    push = [s for s in master.steps(cookbook["buildid"]) if s["name"] == "cache push"][0]
-    assert "pushed" in push["state_string"]
+    assert "pushed" in master.step(cookbook["buildid"], "cache push")["state_string"]
     settings = s3.settings()
     outs = cookbook["properties"]["out_paths"][0] + installer["properties"]["out_paths"][0]
     held = cached_paths(settings, outs, credentials=s3.credentials)
@@ -88,8 +87,7 @@ def test_secrets_do_not_reach_logs(master, s3, first_run):
     cookbook = jobs["x86_64-linux.cookbook"]
     secret = s3.credentials["aws_secret_access_key"]
     for step in master.steps(cookbook["buildid"]):
-        for log in master.api(f"steps/{step['stepid']}/logs")["logs"]:
-            text = requests.get(master.url + f"api/v2/logs/{log['logid']}/raw", timeout=30).text
+        for text in master.step_logs(cookbook["buildid"], step["name"]).values():
             assert secret not in text
 
 
@@ -106,13 +104,11 @@ def nightly(master):
 
 def test_forced_nightly_names_the_unreproducible_attribute(master, nightly):
     assert nightly["results"] == FAILURE
-    step = [s for s in master.steps(nightly["buildid"]) if s["name"] == "reproducibility"][0]
+    step = master.step(nightly["buildid"], "reproducibility")
     assert "NOT reproducible: noisy" in step["state_string"]
     assert "1 reproducible" in step["state_string"]
-    logs = {l["name"]: l for l in master.api(f"steps/{step['stepid']}/logs")["logs"]}
-    assert "diffoscope noisy out" in logs
-    html = requests.get(master.url + f"api/v2/logs/{logs['diffoscope noisy out']['logid']}/raw", timeout=30).text
-    assert "stamp" in html
+    logs = master.step_logs(nightly["buildid"], "reproducibility")
+    assert "stamp" in logs["diffoscope noisy out"]
 
 
 def test_nightly_report_is_in_the_bucket_and_on_the_page(master, s3, nightly):

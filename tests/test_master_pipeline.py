@@ -106,11 +106,7 @@ def test_aarch64_matrix_is_skipped_with_a_reason(forced):
 
 def test_job_logs_hold_the_build_output(master, forced):
     _, jobs = forced
-    installer = jobs["x86_64-linux.installer"]
-    step = [s for s in master.steps(installer["buildid"]) if s["name"] == "build"][0]
-    logs = master.api(f"steps/{step['stepid']}/logs")["logs"]
-    stdio = [l for l in logs if l["name"] == "stdio"][0]
-    text = master.session.get(master.url + f"api/v2/logs/{stdio['logid']}/raw", timeout=30).text
+    text = master.step_logs(jobs["x86_64-linux.installer"]["buildid"], "build")["stdio"]
     assert "installer" in text and "tests failed" in text
 
 
@@ -216,11 +212,9 @@ def test_disk_image_boots_on_qemu_through_the_master(master, forced):
     assert boot["properties"]["boot_verdict"][0] == "pass"
     assert boot["properties"]["boot_seconds"][0] > 0
     assert "boot-complete" in boot["state_string"]
-    step = [s for s in master.steps(boot["buildid"]) if s["name"] == "boot"][0]
-    logs = {l["name"]: l for l in master.api(f"steps/{step['stepid']}/logs")["logs"]}
+    logs = master.step_logs(boot["buildid"], "boot")
     assert {"serial", "vmm", "milestones"} <= set(logs)
-    serial = master.session.get(master.url + f"api/v2/logs/{logs['serial']['logid']}/raw", timeout=30).text
-    assert "Boot Complete" in serial
+    assert "Boot Complete" in logs["serial"]
 
 
 def test_boots_that_cannot_run_are_skipped_with_the_reason(forced):
