@@ -73,3 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"redox-ci {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+if __name__ == "__main__":
+    # Run through the imported module, not this __main__ copy, so that verbs and main
+    # share one module state (--json-out).
+    from redox_ci.cli import main as _main
+    sys.exit(_main())
