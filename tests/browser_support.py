@@ -36,7 +36,6 @@ BUILD_WAIT_SECONDS = 300
 
 
 def require_browser():
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
     for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists():
             pytest.skip(f"{path} is missing (scripts/install.sh installs chromium and chromium-driver)")

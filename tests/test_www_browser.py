@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from selenium.webdriver.common.keys import Keys
+
+pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from redox_ci.fixture import make_fixture_repo
 from tests.browser_support import (BUILD_WAIT_SECONDS, browser, button, click, find, find_xpath, log_in,
