@@ -8,6 +8,7 @@ patterns end in \\Z, not $, so a trailing newline is refused too.
 from __future__ import annotations
 
 from buildbot.plugins import changes, schedulers, util
+from buildbot.schedulers.forcesched import ValidationError
 
 from ..config import Settings
 
@@ -29,6 +30,20 @@ def commit_scheduler(settings: Settings, plan_builder: str):
     return schedulers.SingleBranchScheduler(
         name=PLAN_SCHEDULER, builderNames=[plan_builder], treeStableTimer=None,
         change_filter=util.ChangeFilter(branch=list(settings.flake.branches)))
+
+
+class CheckedString(util.StringParameter):
+    """A force-form field whose refusal says what is allowed, not the raw pattern."""
+
+    def __init__(self, name: str, rule: str, **kwargs):
+        self.rule = rule
+        super().__init__(name=name, **kwargs)
+
+    def getFromKwargs(self, kwargs):
+        try:
+            return super().getFromKwargs(kwargs)
+        except ValidationError:
+            raise ValidationError(f"{self.label}: refused; {self.rule}") from None
 
 
 class RestrictedForceScheduler(schedulers.ForceScheduler):
@@ -54,19 +69,20 @@ def force_scheduler(settings: Settings, builder: str, name: str = FORCE_SCHEDULE
         builderNames=[builder],
         codebases=[util.CodebaseParameter(
             codebase="",
-            branch=util.StringParameter(name="branch", label="Branch", default=settings.flake.branches[0],
-                                        regex=BRANCH_PATTERN),
-            revision=util.StringParameter(name="revision", default="", regex=REVISION_PATTERN,
-                                          label="Revision (40 hex digits; empty: the branch tip)"),
+            branch=CheckedString("branch", "a git branch name: letters, digits, '.', '_', '-' and '/'",
+                                 label="Branch", default=settings.flake.branches[0], regex=BRANCH_PATTERN),
+            revision=CheckedString("revision", "40 hex digits, or empty for the branch tip", default="",
+                                   regex=REVISION_PATTERN, label="Revision (40 hex digits; empty: the branch tip)"),
             repository=util.FixedParameter(name="repository", default=settings.flake.repo),
             project=util.FixedParameter(name="project", default=""),
         )],
-        reason=util.StringParameter(name="reason", label="Reason", default="forced from the web UI",
-                                    size=40, regex=REASON_PATTERN),
+        reason=CheckedString("reason", "one line of at most 200 characters", label="Reason",
+                             default="forced from the web UI", size=40, regex=REASON_PATTERN),
         properties=[
             *system_param,
-            util.StringParameter(name="attrs", label="Attributes (space separated; empty: all)",
-                                 default="", size=60, regex=ATTRS_PATTERN),
+            CheckedString("attrs", "Nix attribute names (letters, digits, '_', '-', \"'\") separated by spaces",
+                          label="Attributes (space separated; empty: all)", default="", size=60,
+                          regex=ATTRS_PATTERN),
         ])
 
 
