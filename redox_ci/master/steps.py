@@ -104,9 +104,11 @@ def job_properties(job: dict, flake: str) -> dict:
 class TriggerStage(steps.Trigger):
     """Start one build per job of a stage, on the builder of its system and stage.
 
-    Jobs that will not be built (skipped, cached, failed to evaluate, or for a
-    system no worker builds) go to the report builder, so every job has a visible
-    result with its reason.
+    Jobs that will not be built (skipped, failed to evaluate, or for a system no
+    worker builds) go to the report builder, so every job has a visible result with
+    its reason. Cached jobs cost no build at all: the step counts them and lists them
+    in its "cached" log, so a commit whose outputs are all cached costs little more
+    than its evaluation.
     """
 
     def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str, **kwargs):
@@ -124,10 +126,21 @@ class TriggerStage(steps.Trigger):
         plan = self.getProperty("plan") or {}
         return [j for j in plan.get("jobs", []) if j["stage"] == self.stage]
 
+    def cached_jobs(self) -> list[dict]:
+        return [j for j in self.stage_jobs() if j["status"] == "cached"]
+
+    async def run(self):
+        cached = self.cached_jobs()
+        if cached:
+            await self.addCompleteLog("cached", "\n".join(f"{j['system']}.{j['attr']}" for j in cached))
+        return await super().run()
+
     def getSchedulersAndProperties(self):
         flake = self.getProperty("flake_ref") or ""
         out = []
         for job in self.stage_jobs():
+            if job["status"] == "cached":
+                continue
             sched = self.job_schedulers.get(job.get("route", job["system"]))
             if job["status"] == "build" and sched is None:
                 job = {**job, "status": "skipped", "reason": job.get("no_worker", f"no worker builds {job['system']}")}
@@ -138,11 +151,18 @@ class TriggerStage(steps.Trigger):
         return out
 
     def getCurrentSummary(self):
+        cached = len(self.cached_jobs())
+        tail = f", {cached} cached" if cached else ""
         if not self.triggeredNames:
-            return {"step": f"{self.stage}: starting"}
+            return {"step": f"{self.stage}: {cached} cached" if cached else f"{self.stage}: starting"}
         counts = ", ".join(f"{self._result_list.count(r)} {statusToString(r, self._result_list.count(r))}"
                            for r in ALL_RESULTS if self._result_list.count(r))
-        return {"step": f"{self.stage}: {len(self.brids)} jobs" + (f", {counts}" if counts else "")}
+        return {"step": f"{self.stage}: {len(self.brids)} jobs" + (f", {counts}" if counts else "") + tail}
+
+    def getResultSummary(self):
+        if not self.triggeredNames and self.cached_jobs():
+            return self.getCurrentSummary()
+        return super().getResultSummary()
 
 
 class BuildJob(RedoxCiStep):
@@ -210,20 +230,19 @@ class CachePush(RedoxCiStep):
 
 
 class ReportJob(buildstep.BuildStep):
-    """The result of a job that is not built here: skipped, cached or failed to evaluate."""
+    """The result of a job that is not built: skipped, or failed to evaluate."""
 
     name = "report"
 
     async def run(self):
         status = self.getProperty("job_status")
         reason = self.getProperty("job_reason")
-        self._summary = one_line(f"{self.getProperty('attr')}: {reason}" if status == "skipped"
-                                 else f"{self.getProperty('attr')}: {status}: {reason}")
+        self._summary = one_line(f"{self.getProperty('attr')}: {reason}")
         if status == "skipped":
             # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
             self.build.results = SKIPPED
             return SKIPPED
-        return SUCCESS if status == "cached" else FAILURE
+        return FAILURE
 
     def getResultSummary(self):
         return {"step": self._summary, "build": self._summary}
