@@ -30,7 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flakegen import SYSTEM, flake_ref, layout, nix_env, plan_settings_toml, write_flake
+import requests
+from flakegen import SYSTEM, flake_ref, layout, nix_env, plan_settings_toml, timing_line, write_flake
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.master_support import POLL_SECONDS, Master, free_port  # noqa: E402
@@ -99,9 +100,11 @@ def master_cpu_seconds(master: Master) -> float:
 
 def sample_running(master: Master, stop: threading.Event, out: list[int]) -> None:
     plan_builder = master.builder_id("redox/plan")
-    while not stop.wait(POLL_SECONDS):
-        builds = master.api("builds", complete="false")["builds"]
-        out.append(sum(1 for b in builds if b["builderid"] != plan_builder))
+    with requests.Session() as session:  # its own: a Session is not for two threads at once
+        while not stop.wait(POLL_SECONDS):
+            r = session.get(master.url + "api/v2/builds", params={"complete": "false"}, timeout=30)
+            r.raise_for_status()
+            out.append(sum(1 for b in r.json()["builds"] if b["builderid"] != plan_builder))
 
 
 def pipeline(master: Master, repo: Path, n: int, work: int) -> Run:
@@ -217,16 +220,12 @@ def report(args, times: dict[str, list[float]]) -> None:
     print(f"pipeline of a generated flake: {args.attrs} packages, work {args.work} iterations per build, "
           f"{args.workers} LocalWorker(s), "
           f"{args.rounds} round(s), fresh revision each")
-    print(f"  nix build --max-jobs {MAX_BUILDS} of all packages : {med['nix']:7.2f} s  ({_all(times['nix'])})")
-    print(f"  forced pipeline, master + worker     : {med['pipeline']:7.2f} s  ({_all(times['pipeline'])})")
-    print(f"  ratio pipeline / nix build           : {ratio:7.2f}x  (target <= {TARGET_RATIO:.0f}x: "
+    print(timing_line(f"nix build --max-jobs {MAX_BUILDS} of all packages", times["nix"]))
+    print(timing_line("forced pipeline, master + worker", times["pipeline"]))
+    print(f"  {'ratio pipeline / nix build':44}: {ratio:7.2f}x  (target <= {TARGET_RATIO:.0f}x: "
           f"{'met' if ratio <= TARGET_RATIO else 'MISSED'})")
-    print(f"  overhead per job (pipeline - nix) / {args.attrs} : "
+    print(f"  {f'overhead per job (pipeline - nix) / {args.attrs}':44}: "
           f"{(med['pipeline'] - med['nix']) / args.attrs:7.3f} s")
-
-
-def _all(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":

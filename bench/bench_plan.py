@@ -27,7 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
-from flakegen import SYSTEM, Layout, flake_ref, layout, nix_env, plan_settings_toml, write_flake
+from flakegen import (SYSTEM, Layout, flake_ref, layout, nix_env, plan_settings_toml, timing_line,
+                      write_flake)
 
 from redox_ci import flake
 from redox_ci.config import DEFAULT_RUNNERS, PlanSettings
@@ -107,17 +108,13 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"plan of a generated flake: {args.attrs} packages in {len(lay.stages)} stages, "
           f"{len(lay.checks)} host tools with tests, {args.rounds} rounds after a warm-up, fresh revision each")
-    print(f"  one evaluation (flake.evaluate + build_plan): {med['api']:7.2f} s  ({_all(times['api'])})")
-    print(f"  redox-ci plan --json (with Python start-up) : {med['cli']:7.2f} s  ({_all(times['cli'])})")
-    print(f"  {f'nix eval per attribute ({args.attrs} calls)':43}: {med['each']:7.2f} s  ({_all(times['each'])})"
-          f"  = {1000 * med['each'] / args.attrs:.0f} ms per attribute")
+    print(timing_line("one evaluation (flake.evaluate + build_plan)", times["api"]))
+    print(timing_line("redox-ci plan --json (with Python start-up)", times["cli"]))
+    print(timing_line(f"nix eval per attribute ({args.attrs} calls)", times["each"])
+          + f"  = {1000 * med['each'] / args.attrs:.0f} ms per attribute")
     ratio, cli_ratio = med["each"] / med["api"], med["each"] / med["cli"]
-    print(f"  ratio per attribute / one evaluation        : {ratio:7.1f}x  (CLI: {cli_ratio:.1f}x; "
+    print(f"  {'ratio per attribute / one evaluation':44}: {ratio:7.1f}x  (CLI: {cli_ratio:.1f}x; "
           f"target >= {TARGET_RATIO:.0f}x: {'met' if min(ratio, cli_ratio) >= TARGET_RATIO else 'MISSED'})")
-
-
-def _all(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ fixture's shape: four stages in the Redox order, host tools whose check phase pr
 cargo's ``test result:`` lines (half with ``doCheck`` off, so redox-ci turns it on),
 dependencies inside and across stages, and runner scripts that are not built.
 Every derivation carries a salt: a new salt is a new revision in which nothing is
-built yet.
+built yet. The benchmarks also share their Nix environment and output lines from here.
 
     python bench/flakegen.py DEST [--attrs N] [--salt S] [--work ITERATIONS]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,12 @@ def flake_ref(repo: Path, rev: str) -> str:
 def nix_env() -> dict[str, str]:
     """Flakes on, no substituters: every benchmark build happens here."""
     return {**os.environ, "NIX_CONFIG": f"{FLAKE_FEATURES}\nsubstituters =\n"}
+
+
+def timing_line(label: str, values: list[float]) -> str:
+    """A benchmark's line: the median of ``values`` in seconds, then every value."""
+    return (f"  {label:44}: {statistics.median(values):7.2f} s  ("
+            + ", ".join(f"{v:.2f}" for v in values) + ")")
 
 
 def plan_settings_toml(lay: Layout) -> str:
