@@ -13,7 +13,7 @@ attributes as stages in its settings. After the rounds, where the pipeline's tim
 the steps of the plan build, the job builds as the REST API records them, and the cost
 of one ``redox-ci build`` on the worker side against ``nix-store --realise`` alone.
 
-    python bench/bench_pipeline.py [--attrs N] [--rounds R] [--work ITERATIONS]
+    python bench/bench_pipeline.py [--attrs N] [--rounds R] [--work ITERATIONS] [--workers K] [--no-profile]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from flakegen import SYSTEM, flake_ref, layout, nix_env, plan_settings_toml, timing_line, write_flake
+from flakegen import (SYSTEM, attr_count, flake_ref, layout, nix_env, plan_settings_toml, positive,
+                      timing_line, write_flake)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.master_support import POLL_SECONDS, Master, free_port  # noqa: E402
@@ -182,10 +183,10 @@ def profile_worker(tmp: Path, n: int, work: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attrs", type=int, default=DEFAULT_ATTRS, help=f"packages (default {DEFAULT_ATTRS})")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--attrs", type=attr_count, default=DEFAULT_ATTRS, help=f"packages (default {DEFAULT_ATTRS})")
+    parser.add_argument("--rounds", type=positive, default=DEFAULT_ROUNDS, help=f"rounds (default {DEFAULT_ROUNDS})")
     parser.add_argument("--work", type=int, default=0, help="busy-loop iterations per build (default 0)")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=positive, default=1,
                         help=f"LocalWorkers of max_builds {MAX_BUILDS} each (default 1, as redox-ci local)")
     parser.add_argument("--no-profile", action="store_true", help="skip the breakdown after the rounds")
     args = parser.parse_args()

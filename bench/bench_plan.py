@@ -27,8 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
-from flakegen import (SYSTEM, Layout, flake_ref, layout, nix_env, plan_settings_toml, timing_line,
-                      write_flake)
+from flakegen import (SYSTEM, Layout, attr_count, flake_ref, layout, nix_env, plan_settings_toml, positive,
+                      timing_line, write_flake)
 
 from redox_ci import flake
 from redox_ci.config import DEFAULT_RUNNERS, PlanSettings
@@ -81,16 +81,19 @@ def check_same_derivations(plan: Plan, drvs: dict[str, str], lay: Layout) -> Non
     built = [j for j in plan.jobs if j.status == "build"]
     if sorted(j.attr for j in built) != sorted(lay.attrs):
         sys.exit(f"the plan builds {len(built)} jobs, the flake has {len(lay.attrs)} packages")
+    forced = sorted(j.attr for j in built if j.checks_forced)
+    if forced != sorted(lay.checks_off):
+        sys.exit(f"the plan turns tests on for {forced}, the flake has them off for {lay.checks_off}")
     # A forced doCheck is another derivation; every other one must be the same.
     wrong = [j.attr for j in built if (j.drv == drvs[j.attr]) == j.checks_forced]
-    if wrong or not any(j.checks_forced for j in built):
-        sys.exit(f"plan and per-attribute evaluation disagree on {wrong or 'forced checks'}")
+    if wrong:
+        sys.exit(f"plan and per-attribute evaluation disagree on {wrong}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attrs", type=int, default=DEFAULT_ATTRS, help=f"packages (default {DEFAULT_ATTRS})")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"rounds (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--attrs", type=attr_count, default=DEFAULT_ATTRS, help=f"packages (default {DEFAULT_ATTRS})")
+    parser.add_argument("--rounds", type=positive, default=DEFAULT_ROUNDS, help=f"rounds (default {DEFAULT_ROUNDS})")
     args = parser.parse_args()
     lay = layout(args.attrs)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
