@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from redox_ci.config import WorkerSpec
 from redox_ci.local import LocalSetup, prepare
+from redox_ci.master.workers import slot_names
 
 # Guards against a hung master or build: a test that waits longer fails with what it
 # saw. Generous on purpose; these are not speed checks.
@@ -55,7 +57,7 @@ class Master:
     admin_password: str
     worker_password: str | None = None
     webhook_secret: str | None = None
-    _worker_dir: Path | None = None
+    _worker_dirs: list[Path] = field(default_factory=list)
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
@@ -90,16 +92,19 @@ class Master:
         return bool(workers) and all(w["connected_to"] for w in workers)
 
     def _start_worker(self) -> None:
-        self._worker_dir = self.setup.state / "worker"
-        subprocess.run(["buildbot-worker", "create-worker", "-q", "--umask=0o22", str(self._worker_dir),
-                        f"127.0.0.1:{self.setup.pb_port}", self.setup.worker_name, self.worker_password],
-                       check=True)
-        subprocess.run(["buildbot-worker", "start", str(self._worker_dir)], check=True,
-                       capture_output=True)
+        """One buildbot-worker process per slot of the inventory's worker (NAME-1..N)."""
+        self._worker_dirs = []
+        for name in slot_names(WorkerSpec(name=self.setup.worker_name, max_builds=self.setup.max_builds)):
+            wdir = self.setup.state / "workers" / name
+            wdir.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["buildbot-worker", "create-worker", "-q", "--umask=0o22", str(wdir),
+                            f"127.0.0.1:{self.setup.pb_port}", name, self.worker_password], check=True)
+            subprocess.run(["buildbot-worker", "start", str(wdir)], check=True, capture_output=True)
+            self._worker_dirs.append(wdir)
 
     def stop(self) -> None:
-        if self._worker_dir:
-            subprocess.run(["buildbot-worker", "stop", str(self._worker_dir)], capture_output=True)
+        for wdir in self._worker_dirs:
+            subprocess.run(["buildbot-worker", "stop", str(wdir)], capture_output=True)
         subprocess.run(["buildbot", "stop", str(self.setup.master_dir)], capture_output=True)
 
     # --- acting as a user -----------------------------------------------------

@@ -13,13 +13,13 @@ from buildbot.process.results import FAILURE, SUCCESS
 
 from ..config import LoadedSettings
 from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line
-from .workers import names_for
+from .workers import host_of, names_for
 
 BOOT_STAGE = "boot"
 # (VMM, capability it needs on the worker)
 VMMS = (("qemu", None), ("cloud-hypervisor", "kvm"))
-# One VM at a time per worker: a TCG boot takes both cores of a small host.
-VM_LOCK = util.WorkerLock("vm", maxCount=1)
+# One VM at a time per host (all its worker slots): a TCG boot takes both cores of a small host.
+VM_LOCK_PREFIX = "vm@"
 # Seconds of silence, beyond the boot timeouts, before Buildbot gives up on the step.
 STEP_TIMEOUT_MARGIN = 120
 
@@ -130,7 +130,18 @@ def boot_builders(loaded: LoadedSettings) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def vm_lock(loaded: LoadedSettings):
+    """The lock of the host the build runs on, whichever of its slots that is."""
+    hosts = host_of(loaded.workers)
+
+    @util.renderer
+    def render(props):
+        host = hosts.get(props.getProperty("workername"), props.getProperty("workername"))
+        return [util.MasterLock(VM_LOCK_PREFIX + host, maxCount=1).access("counting")]
+    return render
+
+
 def boot_builder_configs(loaded: LoadedSettings) -> list[util.BuilderConfig]:
     return [util.BuilderConfig(name=name, workernames=workers, factory=boot_factory(loaded),
-                               locks=[VM_LOCK.access("counting")], tags=[name.split("/")[0], BOOT_STAGE])
+                               locks=vm_lock(loaded), tags=[name.split("/")[0], BOOT_STAGE])
             for _, name, workers in boot_builders(loaded)]

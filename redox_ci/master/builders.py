@@ -21,7 +21,7 @@ from ..plan import OTHER_STAGE
 from . import steps as redox_steps
 from .boot import TriggerBoots, boot_builder_configs, boot_builders
 from .steps import WORKER_SETTINGS
-from .workers import names_for
+from .workers import names_for, slot_names
 
 PLAN_BUILDER = "redox/plan"
 REPORT_BUILDER = "redox/report"
@@ -142,7 +142,7 @@ def report_factory() -> util.BuildFactory:
 
 
 def builder_configs(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
-    all_workers = [w.name for w in loaded.workers]
+    all_workers = [slot for w in loaded.workers for slot in slot_names(w)]
     jobs = stage_builders(loaded)
     configs = [
         util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers,

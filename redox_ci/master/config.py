@@ -11,7 +11,7 @@ from . import builders, repro, schedulers, www
 from .boot import boot_builders
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
-from .workers import make_worker
+from .workers import make_workers
 
 
 def build_config(loaded: LoadedSettings) -> dict:
@@ -26,7 +26,7 @@ def build_config(loaded: LoadedSettings) -> dict:
         "buildbotNetUsageData": None,
         "db": {"db_url": settings.database.url},
         "protocols": {"pb": {"port": f"tcp:{settings.workers.port}"}},
-        "workers": [make_worker(w) for w in loaded.workers],
+        "workers": [slot for w in loaded.workers for slot in make_workers(w)],
         "secretsProviders": [SecretsFileProvider(secrets.values)],
         "change_source": [schedulers.poller(settings)],
         # Each triggered job is its own request; collapsing would merge different attributes.

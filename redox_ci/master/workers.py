@@ -1,4 +1,12 @@
-"""Workers from the inventory: data in, Buildbot worker objects out."""
+"""Workers from the inventory: data in, Buildbot worker objects out.
+
+Buildbot runs at most one build per builder on a worker, so the jobs of a stage (one
+builder) would run one at a time on a host however large its ``max_builds``. A host
+with ``max_builds = N`` is therefore N worker slots, ``NAME-1`` to ``NAME-N`` (as
+buildbot-nix does): N jobs of a stage at once. Each slot takes two builds, one a job
+and one the plan build that waits for it. Things that are per host, such as the VM
+lock, key on the host name.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +14,32 @@ from buildbot.plugins import util, worker
 
 from ..config import WorkerSpec
 
+# A slot runs one job and, beside it, the plan build that is waiting for its stage.
+BUILDS_PER_SLOT = 2
 
-def make_worker(spec: WorkerSpec):
-    props = {"worker_systems": list(spec.systems), "worker_capabilities": list(spec.capabilities)}
+
+def slot_names(spec: WorkerSpec) -> list[str]:
+    if spec.max_builds == 1:
+        return [spec.name]
+    return [f"{spec.name}-{i}" for i in range(1, spec.max_builds + 1)]
+
+
+def make_workers(spec: WorkerSpec) -> list:
+    props = {"worker_systems": list(spec.systems), "worker_capabilities": list(spec.capabilities),
+             "worker_host": spec.name}
     if spec.kind == "local":
-        return worker.LocalWorker(spec.name, max_builds=spec.max_builds, properties=props)
-    return worker.Worker(spec.name, util.Secret(f"worker-{spec.name}"),
-                         max_builds=spec.max_builds, properties=props)
+        return [worker.LocalWorker(n, max_builds=BUILDS_PER_SLOT, properties=props) for n in slot_names(spec)]
+    return [worker.Worker(n, util.Secret(f"worker-{spec.name}"), max_builds=BUILDS_PER_SLOT, properties=props)
+            for n in slot_names(spec)]
+
+
+def host_of(specs: list[WorkerSpec]) -> dict[str, str]:
+    """Slot name -> host (inventory) name."""
+    return {slot: w.name for w in specs for slot in slot_names(w)}
 
 
 def names_for(specs: list[WorkerSpec], system: str, capability: str | None = None) -> list[str]:
-    """Workers that build ``system`` (and have ``capability``, when given)."""
-    return [w.name for w in specs
-            if system in w.systems and (capability is None or capability in w.capabilities)]
+    """Worker slots that build ``system`` (and have ``capability``, when given)."""
+    return [slot for w in specs
+            if system in w.systems and (capability is None or capability in w.capabilities)
+            for slot in slot_names(w)]
