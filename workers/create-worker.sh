@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Creates a redox-ci worker on this host and installs its systemd unit.
-#   workers/create-worker.sh NAME MASTER_HOST:PORT PASSWORD_FILE
-# The host needs Nix (flakes on), Python 3.11+, and redox-ci installed (pip install .).
+# Creates a redox-ci worker host: one buildbot-worker per slot, each with a systemd unit.
+#   workers/create-worker.sh NAME MASTER_HOST:PORT PASSWORD_FILE [SLOTS]
+# NAME and SLOTS as in workers/inventory.toml (SLOTS = max_builds; slots are NAME-1..NAME-N,
+# or NAME alone when it is 1: Buildbot runs one build per builder and worker, so a host runs
+# N jobs of a stage at once only as N workers). The host needs Nix (flakes on), Python 3.11+
+# and redox-ci installed (pip install .).
 set -euo pipefail
 name=${1:?worker name, as in workers/inventory.toml}
 master=${2:?master host:port, e.g. ci.example.org:9989}
 password_file=${3:?file holding the worker password (from secrets.toml)}
+slots=${4:-1}
 base=/var/lib/redox-ci-worker
 
 id redox-ci >/dev/null 2>&1 || useradd --system --home-dir "$base" --create-home redox-ci
 install -d -o redox-ci -g redox-ci "$base"
-sudo -u redox-ci buildbot-worker create-worker --umask=0o22 --keepalive=60 \
-  "$base/$name" "$master" "$name" "$(cat "$password_file")"
-sed "s/@NAME@/$name/g" "$(dirname "$0")/redox-ci-worker.service" > /etc/systemd/system/redox-ci-worker@"$name".service
-systemctl daemon-reload
-systemctl enable --now redox-ci-worker@"$name".service
-echo "worker $name created in $base/$name and started"
+if [ "$slots" -eq 1 ]; then names=("$name"); else names=(); for i in $(seq 1 "$slots"); do names+=("$name-$i"); done; fi
+for slot in "${names[@]}"; do
+  sudo -u redox-ci buildbot-worker create-worker --umask=0o22 --keepalive=60 \
+    "$base/$slot" "$master" "$slot" "$(cat "$password_file")"
+  sed "s/@NAME@/$slot/g" "$(dirname "$0")/redox-ci-worker.service" > /etc/systemd/system/redox-ci-worker@"$slot".service
+  systemctl daemon-reload
+  systemctl enable --now redox-ci-worker@"$slot".service
+  echo "worker slot $slot created in $base/$slot and started"
+done

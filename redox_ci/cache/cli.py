@@ -19,9 +19,9 @@ from ..cli import emit
 from ..config import SETTINGS_ENV, CacheSettings, _format_errors, _read_toml
 from ..errors import ConfigError
 from . import localserver
-from .keys import generate_keypair
-from .push import PushResult, push
-from .status import status
+
+# push, status and keys import boto3 inside their handlers: a job's `redox-ci build`
+# never needs it, and the import is a large part of the command's start-up.
 
 KIB = 1024
 # Flag name -> CacheSettings field, for the flags that override the settings file.
@@ -83,19 +83,22 @@ def human_status(r: dict) -> str:
 
 
 def do_push(args: argparse.Namespace) -> int:
-    result: PushResult = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key,
-                              stage_dir=args.stage_dir)
+    from .push import push
+    result = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key,
+                  stage_dir=args.stage_dir)
     emit(asdict(result), args.json, human_push)
     return 0
 
 
 def do_status(args: argparse.Namespace) -> int:
+    from .status import status
     result = status(settings_from_args(args), args.store_paths)
     emit(asdict(result), args.json, human_status)
     return 0 if result.complete else 1
 
 
 def do_keygen(args: argparse.Namespace) -> int:
+    from .keys import generate_keypair
     secret, public, key = generate_keypair(args.name, args.out_dir)
     result = {"name": args.name, "secret_key_file": str(secret), "public_key_file": str(public), "public_key": key}
     emit(result, args.json, lambda r: (f"wrote {r['secret_key_file']} (keep it secret) and "

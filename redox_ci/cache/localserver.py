@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 from botocore.exceptions import ClientError
 
 from ..config import CacheSettings
@@ -62,6 +61,7 @@ UPLOADER_POLICY = {
 
 
 def _client(service: str, url: str, credentials: dict):
+    import boto3  # here, not at the top: `redox-ci` imports this module for its flags
     return boto3.session.Session(**credentials).client(service, endpoint_url=url, region_name=REGION)
 
 
