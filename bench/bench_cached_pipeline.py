@@ -29,7 +29,7 @@ from tests.master_support import Master, free_port  # noqa: E402
 
 from redox_ci import flake  # noqa: E402
 from redox_ci.cache.localserver import LocalS3Server  # noqa: E402
-from redox_ci.config import DEFAULT_RUNNERS, PlanSettings  # noqa: E402
+from redox_ci.config import DEFAULT_RUNNERS  # noqa: E402
 from redox_ci.local import CacheWiring, LocalSetup, prepare, signing_key  # noqa: E402
 
 DEFAULT_ATTRS = 200

@@ -9,7 +9,7 @@ properties.
 from __future__ import annotations
 
 from buildbot.plugins import schedulers, steps, util
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import FAILURE, SUCCESS
 
 from ..config import LoadedSettings, Secrets
 from ..plan import parse_attr_list

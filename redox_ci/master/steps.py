@@ -1,8 +1,9 @@
-"""Steps that run ``redox-ci VERB --json`` on a worker and report its answer.
+"""Steps that run ``redox-ci`` verbs on a worker and report their answer.
 
-Each step builds an argv (never a shell string), runs it, parses the JSON the verb
-printed on stdout and turns it into a result, a one-line summary and properties.
-What the verb printed on stderr (Nix's build log, errors) is the step's log.
+Each step builds an argv (never a shell string), runs ``redox-ci --json-out FILE
+VERB ...``, reads the JSON file back from the worker and turns it into a result, a
+one-line summary and properties. What the verb printed (its summary for a person,
+Nix's build log, errors) is the step's log.
 """
 
 from __future__ import annotations
