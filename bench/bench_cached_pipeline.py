@@ -43,7 +43,7 @@ def forced(master: Master, rev: str) -> tuple[float, dict]:
     r = master.force(session, branch="main", revision=rev, systems=[SYSTEM], reason="benchmark")
     if not r.ok or "error" in r.json():
         sys.exit(f"force refused: {r.text}")
-    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    build = master.forced_build(r)
     return time.perf_counter() - start, build
 
 

@@ -120,7 +120,7 @@ def pipeline(master: Master, repo: Path, n: int, work: int) -> Run:
         sys.exit(f"force refused: {r.text}")
     sampler.start()
     try:
-        build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+        build = master.forced_build(r)
     finally:
         stop.set()
         sampler.join()

@@ -10,10 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = ROOT / "fixtures" / "boot" / "transcripts"
@@ -91,13 +92,7 @@ def assert_vm_gone(pid: int | None) -> None:
 
 def wait_until(check, what: str, timeout: float = WAIT_S):
     """Wait for a condition the test needs before acting (not a measurement)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(WAIT_STEP_S)
-    raise AssertionError(f"gave up waiting for {what}")
+    return wait_for(what, check, timeout, step=WAIT_STEP_S)
 
 
 def children(pid: int) -> list[int]:

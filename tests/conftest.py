@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,18 @@ def _nix_config():
         os.environ.pop("NIX_CONFIG", None)
     else:
         os.environ["NIX_CONFIG"] = old
+
+
+def wait_for(what: str, check, timeout: float, step: float = 0.5):
+    """Wait for a condition a test needs before acting (not a measurement); return its value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s (last: {last!r})")
 
 
 def require_nix():

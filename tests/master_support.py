@@ -10,14 +10,16 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import require_nix, wait_for
+
 from redox_ci.config import WorkerSpec
+from redox_ci.fixture import commit_all, make_fixture_repo
 from redox_ci.local import LocalSetup, prepare
 from redox_ci.master.workers import slot_names
 
@@ -38,17 +40,6 @@ def require_buildbot():
     for tool in ("buildbot", "buildbot-worker", "nix", "git"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} is not installed (scripts/install.sh installs it)")
-
-
-def wait_for(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(POLL_SECONDS)
-    raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s (last: {last!r})")
 
 
 @dataclass
@@ -128,6 +119,11 @@ class Master:
             self.url + "api/v2/forceschedulers/force",
             json={"jsonrpc": "2.0", "method": "force", "id": 1, "params": body}, timeout=30)
 
+    def forced_build(self, response: requests.Response) -> dict:
+        """The finished build that a force call's answer started."""
+        assert response.ok and "result" in response.json(), response.text
+        return self.build_for_request(int(list(response.json()["result"][1].values())[0]))
+
     # --- reading results ------------------------------------------------------
     def build_for_request(self, brid: int) -> dict:
         def done():
@@ -171,3 +167,25 @@ def make_master(tmp_path: Path, repo: Path, **setup_kwargs) -> Master:
     admin = prepare(setup, admin_password="admin-pass-Kd93", worker_password=worker_password,
                     webhook_secret=webhook_secret)
     return Master(setup, admin, worker_password, webhook_secret)
+
+
+def running_master(tmp_path_factory, name: str, edit_flake=None, **setup_kwargs):
+    """For module fixtures: a started master on a fresh fixture repository, stopped after.
+
+    ``edit_flake(text) -> text`` changes the fixture's flake.nix before the master starts.
+    """
+    require_nix()
+    require_buildbot()
+    tmp = tmp_path_factory.mktemp(name)
+    repo = tmp / "redox-flake"
+    make_fixture_repo(repo)
+    if edit_flake:
+        flake = repo / "flake.nix"
+        flake.write_text(edit_flake(flake.read_text()))
+        commit_all(repo, f"fixture changed for {name}")
+    m = make_master(tmp, repo, **setup_kwargs)
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()

@@ -12,10 +12,8 @@ import requests
 
 from redox_ci.cache import cached_paths, list_keys
 from redox_ci.cache.localserver import LocalS3Server
-from redox_ci.fixture import commit_all, make_fixture_repo
 from redox_ci.local import CacheWiring, signing_key
-from tests.conftest import require_nix
-from tests.master_support import make_master, require_buildbot
+from tests.master_support import running_master
 
 SUCCESS, FAILURE = 0, 2
 
@@ -26,35 +24,26 @@ def s3(tmp_path_factory):
         yield server
 
 
+def with_noisy_package(text: str) -> str:
+    """One package that is not reproducible: it records the time of its build."""
+    return text.replace('fstools = simple "fstools" [ ];',
+                        'fstools = simple "fstools" [ ];\n        noisy = mkPkg { pname = "noisy"; '
+                        'buildPhase = "date +%s%N > $out/stamp; echo fixed > $out/same"; };')
+
+
 @pytest.fixture(scope="module")
 def master(tmp_path_factory, s3):
-    require_nix()
-    require_buildbot()
-    tmp = tmp_path_factory.mktemp("cache-repro")
-    repo = tmp / "redox-flake"
-    make_fixture_repo(repo)
-    flake = repo / "flake.nix"
-    # One package that is not reproducible: it records the time of its build.
-    flake.write_text(flake.read_text().replace(
-        'fstools = simple "fstools" [ ];',
-        'fstools = simple "fstools" [ ];\n        noisy = mkPkg { pname = "noisy"; '
-        'buildPhase = "date +%s%N > $out/stamp; echo fixed > $out/same"; };'))
-    commit_all(repo, "fixture: a package that is not reproducible")
-    key_file, public_key = signing_key(tmp / "keys")
+    key_file, public_key = signing_key(tmp_path_factory.mktemp("keys"))
     # The server takes any credentials; random ones make the "secret not in any log" check mean something.
     credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
                    "aws_secret_access_key": secrets.token_urlsafe(30)}
     wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
-    m = make_master(tmp, repo, cache=wiring, systems=["x86_64-linux"])
-    m.start()
-    yield m
-    m.stop()
+    yield from running_master(tmp_path_factory, "cache-repro", with_noisy_package,
+                              cache=wiring, systems=["x86_64-linux"])
 
 
 def forced_jobs(master, **params):
-    r = master.force(**params)
-    assert r.ok and "result" in r.json(), r.text
-    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    build = master.forced_build(master.force(**params))
     return build, master.jobs(build["buildid"])
 
 
@@ -105,8 +94,7 @@ def nightly(master):
         "jsonrpc": "2.0", "method": "force", "id": 1,
         "params": {"builderid": str(repro_id), "branch": "main", "revision": "", "attrs": "cookbook noisy",
                    "reason": "test"}}, timeout=30)
-    assert r.ok and "result" in r.json(), r.text
-    return master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    return master.forced_build(r)
 
 
 def test_forced_nightly_names_the_unreproducible_attribute(master, nightly):

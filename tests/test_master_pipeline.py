@@ -15,41 +15,30 @@ from pathlib import Path
 import pytest
 import requests
 
-from redox_ci.fixture import commit_all, git, make_fixture_repo
-from tests.conftest import require_nix
-from tests.master_support import BUILD_WAIT_SECONDS, make_master, require_buildbot, wait_for
+from redox_ci.fixture import commit_all, git
+from tests.conftest import wait_for
+from tests.master_support import BUILD_WAIT_SECONDS, running_master
 
 SUCCESS, WARNINGS, FAILURE, SKIPPED = 0, 1, 2, 3
 
 
+def without_sodium_with_extra_tool(text: str) -> str:
+    """The fixture differs from the settings both ways: one expected attribute missing,
+    one the settings do not know."""
+    text = text.replace('"extrautils" "sodium" ]', '"extrautils" ]')
+    return text.replace("fstools = simple \"fstools\" [ ];",
+                        "fstools = simple \"fstools\" [ ];\n        extraTool = simple \"extraTool\" [ ];")
+
+
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
-    require_nix()
-    require_buildbot()
-    tmp = tmp_path_factory.mktemp("pipeline")
-    repo = tmp / "redox-flake"
-    make_fixture_repo(repo)
-    # Make the fixture differ from the settings both ways: one expected attribute
-    # missing, one the settings do not know.
-    flake = repo / "flake.nix"
-    text = flake.read_text()
-    text = text.replace('"extrautils" "sodium" ]', '"extrautils" ]')
-    text = text.replace("fstools = simple \"fstools\" [ ];",
-                        "fstools = simple \"fstools\" [ ];\n        extraTool = simple \"extraTool\" [ ];")
-    flake.write_text(text)
-    commit_all(repo, "fixture: no sodium, one extra tool")
-    m = make_master(tmp, repo, worker_kind="remote", github_webhook=True, poll_interval=5)
-    m.start()
-    yield m
-    m.stop()
+    yield from running_master(tmp_path_factory, "pipeline", without_sodium_with_extra_tool,
+                              worker_kind="remote", github_webhook=True, poll_interval=5)
 
 
 @pytest.fixture(scope="module")
 def forced(master):
-    r = master.force(reason="end-to-end test")
-    assert r.ok, r.text
-    brid = int(list(r.json()["result"][1].values())[0])
-    build = master.build_for_request(brid)
+    build = master.forced_build(master.force(reason="end-to-end test"))
     return build, master.jobs(build["buildid"])
 
 
@@ -111,9 +100,7 @@ def test_job_logs_hold_the_build_output(master, forced):
 
 
 def test_force_subset_of_attributes_and_systems(master):
-    r = master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"])
-    assert r.ok, r.text
-    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    build = master.forced_build(master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"]))
     jobs = master.jobs(build["buildid"])
     assert sorted(jobs) == ["x86_64-linux.cookbook", "x86_64-linux.redoxfs"]
     assert build["results"] == SUCCESS

@@ -27,9 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from redox_ci.fixture import make_fixture_repo
-from tests.conftest import require_nix
-from tests.master_support import free_port, make_master, require_buildbot
+from tests.master_support import free_port, running_master
 
 psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e .)")
 
@@ -137,22 +135,13 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def master(cluster, tmp_path_factory):
-    require_nix()
-    require_buildbot()
-    tmp = tmp_path_factory.mktemp("postgres")
-    repo = tmp / "redox-flake"
-    make_fixture_repo(repo)
-    m = make_master(tmp, repo, worker_kind="local", db_url=cluster.url(DATABASE))
-    m.start()
-    yield m
-    m.stop()
+    yield from running_master(tmp_path_factory, "postgres", worker_kind="local", db_url=cluster.url(DATABASE))
 
 
 @pytest.fixture(scope="module")
 def forced(master):
     r = master.force(attrs="cookbook", systems=["x86_64-linux"], reason="postgres test")
-    assert r.ok, r.text
-    build = master.build_for_request(int(list(r.json()["result"][1].values())[0]))
+    build = master.forced_build(r)
     return build, master.jobs(build["buildid"])
 
 

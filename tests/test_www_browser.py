@@ -15,11 +15,9 @@ import pytest
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-from redox_ci.fixture import make_fixture_repo
 from tests.browser_support import (BUILD_WAIT_SECONDS, browser, button, click, find, find_xpath, log_in,
                                    login_name, require_browser, wait)
-from tests.conftest import require_nix
-from tests.master_support import make_master, require_buildbot
+from tests.master_support import running_master
 
 SUCCESS = 0
 RESULT_NAMES = {"SUCCESS", "WARNINGS", "FAILURE", "SKIPPED", "EXCEPTION", "RETRY", "CANCELLED"}
@@ -28,15 +26,7 @@ RESULT_NAMES = {"SUCCESS", "WARNINGS", "FAILURE", "SKIPPED", "EXCEPTION", "RETRY
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
     require_browser()
-    require_nix()
-    require_buildbot()
-    tmp = tmp_path_factory.mktemp("www")
-    repo = tmp / "redox-flake"
-    make_fixture_repo(repo)
-    m = make_master(tmp, repo, worker_kind="local")
-    m.start()
-    yield m
-    m.stop()
+    yield from running_master(tmp_path_factory, "www", worker_kind="local")
 
 
 @pytest.fixture(scope="module")
