@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from . import nix
 from .cargo import judge, parse_test_output
-from .errors import CheckFailed, NixError, UsageError
+from .errors import NixError, UsageError
 from .flake import check_flake_ref
 
 DRV_RE = re.compile(r"^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+\.drv$")
@@ -69,14 +69,15 @@ class BuildResult:
         return asdict(self)
 
 
-def _drv_present(drv: str) -> bool:
-    return subprocess.run(["nix-store", "--check-validity", drv], env=nix.nix_env(),
-                          capture_output=True).returncode == 0
+def derivation_outputs(drv: str, flake: str | None, system: str, attr: str, force_checks: bool) -> list[str]:
+    """The outputs of ``drv``; instantiated from the flake first when this store lacks it.
 
-
-def ensure_derivation(drv: str, flake: str | None, system: str, attr: str, force_checks: bool) -> None:
-    if _drv_present(drv):
-        return
+    Asking for the outputs is also the presence check: one ``nix-store`` process on
+    every job, instead of one to check and one to ask.
+    """
+    query = subprocess.run(outputs_command(drv), env=nix.nix_env(), capture_output=True, text=True)
+    if query.returncode == 0:
+        return query.stdout.split()
     if not flake:
         raise UsageError(f"{drv} is not in this worker's store; pass --flake to instantiate it here")
     got = nix.run(instantiate_command(flake, system, attr, force_checks),
@@ -84,14 +85,13 @@ def ensure_derivation(drv: str, flake: str | None, system: str, attr: str, force
     if got != drv:
         raise NixError(f"{attr}: this worker evaluates to {got}, the plan said {drv}; "
                        "the evaluation differs between hosts (impure flake or different Nix)")
+    return nix.run(outputs_command(drv), what="querying outputs").stdout.split()
 
 
 def build(drv: str, *, attr: str, system: str, checks: bool, checks_forced: bool = False,
           flake: str | None = None) -> BuildResult:
     """Realise ``drv`` with Nix's log on our stderr; judge tests when ``checks``."""
-    check_drv(drv)
-    ensure_derivation(drv, flake, system, attr, checks_forced)
-    outputs = nix.run(outputs_command(drv), what="querying outputs").stdout.split()
+    outputs = derivation_outputs(check_drv(drv), flake, system, attr, checks_forced)
     invalid = nix.run(invalid_paths_command(outputs), what="checking outputs").stdout.split()
     sys.stderr.flush()
     proc = subprocess.run(realise_command(drv), env=nix.nix_env(), stdout=subprocess.PIPE,
@@ -115,11 +115,4 @@ def build(drv: str, *, attr: str, system: str, checks: bool, checks_forced: bool
         result.reason = verdict.reason
         if not verdict.ok:
             result.status = "failed"
-    return result
-
-
-def build_or_fail(**kwargs) -> BuildResult:
-    result = build(**kwargs)
-    if result.status != "success":
-        raise CheckFailed(result.reason)
     return result
