@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/install.sh
 . scripts/nix-env.sh
+. .venv/bin/activate
 exec redox-ci local "$@"

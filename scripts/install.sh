@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs what redox-ci needs on a fresh Debian 12 machine: Debian packages, then the
-# Python package (editable) with its test extras. Safe to run again.
+# Installs what redox-ci needs on a fresh Debian 12 (or 13) machine, as root or through sudo:
+# Debian packages, a Nix >= 2.18 (install-nix.sh), Nix's build users, its configuration and
+# daemon (nix-setup.sh), the unprivileged worker user, and redox-ci with its dependencies in
+# the virtual environment .venv. Safe to run again; run.sh and test.sh run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 DEBIAN_PACKAGES=(
-  git nix-bin
+  git ca-certificates python3 python3-venv
+  # The modern Nix's unpacking (install-nix.sh), its sandbox shell, and the sandbox-clean
+  # fixtures' builder.
+  patchelf bash-static busybox-static
   qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
   expect diffoscope
   clang lld dosfstools mtools
@@ -18,11 +24,15 @@ for p in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Debian's own python3 refuses pip installs outside a venv (PEP 668); this machine's kind
-# ships its own Python, where the variable is ignored.
-PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+$SUDO bash scripts/install-nix.sh
+$SUDO bash scripts/nix-setup.sh
+
+# Python: a virtual environment of its own (PEP 668), from Debian's python3 unless PYTHON
+# names another.
+python=${PYTHON:-/usr/bin/python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
