@@ -38,6 +38,12 @@ if [ ! -x "$root/usr/bin/apt-get" ]; then
   mmdebstrap --variant=minbase --include=ca-certificates bookworm "$root" "$mirror" >>"$log" 2>&1
 fi
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The local certificate authorities this host's network needs (a TLS-inspecting proxy, say):
+# every machine on that network has them, so the new one gets them too.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >>"$log" 2>&1
+fi
 rm -rf "$root/work"
 mkdir -p "$root/work"
 git clone -q "$repo" "$root/work/redox-ci"
