@@ -3,17 +3,45 @@
 Nix only builds a flake from committed files, so the bundled fixture is copied into
 a fresh repository and committed. The main job and the tests use this; it is not
 part of what a production worker runs.
+
+The fixtures build inside Nix's sandbox, where no host path exists: every derivation
+runs a static busybox that the generated repository carries as ``tools/busybox``
+(busybox picks its applet from its file name, so the file must keep that name). The
+boot stub, a UEFI program, needs clang and lld, which the sandbox lacks: it is built
+here on the host and committed into the generated repository as ``bootstub/BOOTX64.EFI``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import shutil
+import struct
 import subprocess
+import tempfile
 from pathlib import Path
+
+from .errors import RedoxCIError
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
 REDOX_FIXTURE = FIXTURES_DIR / "redox-flake"
+REPRO_FIXTURE = FIXTURES_DIR / "repro-flake"
 GIT_IDENTITY = ["-c", "user.name=redox-ci fixture", "-c", "user.email=fixture@redox-ci.invalid"]
+# Debian's busybox-static; the plain `busybox` package installs a dynamically linked one
+# at the same path, which cannot start in the sandbox (no loader, no libc there).
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_PACKAGE = "busybox-static"
+# Where a generated repository keeps it; the fixture flakes say `${./tools}/busybox`.
+TOOLS_DIR = "tools"
+# A fixture with this directory boots: its built stub goes in beside the source.
+BOOTSTUB_DIR = "bootstub"
+BOOTSTUB_EFI = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
+# ELF program header type of the dynamic loader's name: a static binary has none.
+PT_INTERP = 3
+
+
+class FixtureError(RedoxCIError):
+    """A fixture repository cannot be made on this host (a tool is missing)."""
 
 
 def git(repo: Path, *args: str) -> str:
@@ -30,8 +58,70 @@ def commit_all(repo: Path, message: str) -> str:
 
 
 def make_fixture_repo(dest: Path, source: Path = REDOX_FIXTURE, branch: str = "main") -> str:
-    """Copy ``source`` into a new git repository at ``dest``; return the first revision."""
+    """Copy ``source`` into a new git repository at ``dest``; return the first revision.
+
+    The repository gets busybox, and the built boot stub if ``source`` has one.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, dest, dirs_exist_ok=True)
+    install_busybox(dest)
+    if (source / BOOTSTUB_DIR).is_dir():
+        (dest / BOOTSTUB_DIR / BOOTSTUB_EFI["x86_64"]).write_bytes(bootstub(source=source / BOOTSTUB_DIR))
     git(dest, "init", "-q", "-b", branch)
     return commit_all(dest, "fixture flake")
+
+
+def install_busybox(dest: Path) -> Path:
+    """Copy the host's static busybox to ``dest/tools/busybox`` (kept if already there)."""
+    target = dest / TOOLS_DIR / "busybox"
+    if not target.exists():
+        check_static_busybox(BUSYBOX)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BUSYBOX, target)
+        target.chmod(0o755)
+    return target
+
+
+def check_static_busybox(path: Path) -> None:
+    """Refuse a missing or dynamically linked busybox with what to install."""
+    install = f"install Debian's {BUSYBOX_PACKAGE} (apt-get install {BUSYBOX_PACKAGE})"
+    if not path.is_file():
+        raise FixtureError(f"{path} is missing: the fixture flakes build with a static busybox; {install}")
+    if _has_interpreter(path.read_bytes()):
+        raise FixtureError(f"{path} is dynamically linked and cannot run in Nix's sandbox; {install}")
+
+
+def _has_interpreter(elf: bytes) -> bool:
+    """Whether a 64-bit little-endian ELF names a dynamic loader (anything else: assume not)."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        return False
+    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    return any(struct.unpack_from("<I", elf, phoff + i * phentsize)[0] == PT_INTERP for i in range(phnum))
+
+
+def bootstub(arch: str = "x86_64", scenario: str = "pass", source: Path = REDOX_FIXTURE / BOOTSTUB_DIR) -> bytes:
+    """The UEFI boot stub built from ``source`` (stub.c, build.sh) with the host's clang and lld.
+
+    Built once per process and content of ``source``: the tests make dozens of fixture
+    repositories.
+    """
+    digest = hashlib.sha256()
+    for f in sorted(p for p in source.iterdir() if p.is_file()):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return _build_bootstub(arch, scenario, source, digest.hexdigest())
+
+
+@functools.cache
+def _build_bootstub(arch: str, scenario: str, source: Path, digest: str) -> bytes:
+    missing = [t for t in ("clang", "lld-link") if not shutil.which(t)]
+    if missing:
+        raise FixtureError(f"{' and '.join(missing)} not found: the fixture's boot stub is built with "
+                           "clang and lld (Debian: apt-get install clang lld)")
+    with tempfile.TemporaryDirectory(prefix="redox-ci-bootstub-") as tmp:
+        out = Path(tmp) / BOOTSTUB_EFI[arch]
+        proc = subprocess.run(["sh", str(source / "build.sh"), arch, str(out), scenario],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FixtureError(f"building the boot stub ({arch}, {scenario}) failed:\n{proc.stderr.strip()}")
+        return out.read_bytes()

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from redox_ci.fixture import FIXTURES_DIR, commit_all, make_fixture_repo
+from redox_ci.fixture import REPRO_FIXTURE, commit_all, make_fixture_repo
 
-REPRO_FIXTURE = FIXTURES_DIR / "repro-flake"
 # The fixture's attributes and what each must come out as.
 EXPECTED = {
     "stable": "reproducible",

@@ -122,7 +122,8 @@ def test_history_names_the_commit_that_broke_reproducibility(tmp_path):
     text = flake_nix.read_text()
     pinned = 'echo "built on $(date -u -d @$SOURCE_DATE_EPOCH +%F)"'
     assert pinned in text
-    flake_nix.write_text(text.replace(pinned, 'echo "built at $(date -u +%T.%N)"'))
+    # busybox's date has no %N: random bytes make two builds within a second differ.
+    flake_nix.write_text(text.replace(pinned, 'echo "built at $(od -An -tx1 -N8 /dev/urandom)"'))
     broken_rev = commit_all(repo, "stable: stamp the build time")[:12]
     code, night = run_json("repro", "--flake", str(repo), "--attr", "stable", cwd=tmp_path)
     assert code == 1

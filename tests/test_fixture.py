@@ -1,0 +1,114 @@
+"""Fixture repositories: busybox and the built boot stub go in, and every package builds in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from boot_support import require_clang
+from redox_ci import fixture
+from redox_ci.fixture import REDOX_FIXTURE, REPRO_FIXTURE, FixtureError, bootstub, git, make_fixture_repo
+from tests.conftest import require_nix
+
+# What the repro fixture must fail on, on purpose (tests/repro_support.py has the verdicts).
+REPRO_FAILING = {"broken", "unevaluable"}
+
+
+def tracked(repo: Path) -> dict[str, str]:
+    """path -> git file mode of every committed file."""
+    lines = git(repo, "ls-files", "-s").splitlines()
+    return {line.split("\t")[1]: line.split()[0] for line in lines}
+
+
+def test_redox_fixture_repo_carries_busybox_and_the_built_stub(tmp_path):
+    require_clang()
+    repo = tmp_path / "redox"
+    make_fixture_repo(repo)
+    files = tracked(repo)
+    assert files["tools/busybox"] == "100755"
+    assert (repo / "tools" / "busybox").read_bytes() == fixture.BUSYBOX.read_bytes()
+    efi = (repo / "bootstub" / "BOOTX64.EFI").read_bytes()
+    assert "bootstub/BOOTX64.EFI" in files and efi[:2] == b"MZ"
+    # Built into the generated repository only, never beside the source.
+    assert not list((REDOX_FIXTURE / "bootstub").glob("*.EFI"))
+
+
+def test_repro_fixture_repo_carries_busybox_and_no_stub(tmp_path):
+    repo = tmp_path / "repro"
+    make_fixture_repo(repo, source=REPRO_FIXTURE)
+    files = tracked(repo)
+    assert files["tools/busybox"] == "100755"
+    assert not any(f.startswith("bootstub/") for f in files)
+
+
+def test_the_stub_is_built_once_per_process(tmp_path):
+    require_clang()
+    first = bootstub()
+    misses = fixture._build_bootstub.cache_info().misses
+    make_fixture_repo(tmp_path / "a")
+    make_fixture_repo(tmp_path / "b")
+    assert fixture._build_bootstub.cache_info().misses == misses
+    assert (tmp_path / "b" / "bootstub" / "BOOTX64.EFI").read_bytes() == first
+
+
+def test_missing_busybox_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(fixture, "BUSYBOX", tmp_path / "no-busybox")
+    with pytest.raises(FixtureError, match=r"no-busybox is missing.*apt-get install busybox-static"):
+        make_fixture_repo(tmp_path / "repo", source=REPRO_FIXTURE)
+
+
+def test_dynamically_linked_busybox_is_refused(tmp_path, monkeypatch):
+    dynamic = Path(shutil.which("git"))  # any dynamically linked program stands for Debian's `busybox`
+    monkeypatch.setattr(fixture, "BUSYBOX", dynamic)
+    with pytest.raises(FixtureError, match=r"dynamically linked.*busybox-static"):
+        make_fixture_repo(tmp_path / "repo", source=REPRO_FIXTURE)
+
+
+def build_all(repo: Path, skip: set[str] = frozenset(), rebuild: bool = False) -> dict[str, str]:
+    """Build every package of the flake at ``repo`` with the sandbox asked for; attr -> out path.
+
+    ``rebuild``: build each one again even if an earlier test built it (it must be
+    deterministic then).
+    """
+    ref = f"{repo}#packages.x86_64-linux"
+    names = subprocess.run(["nix", "eval", "--json", ref, "--apply", "builtins.attrNames"],
+                           capture_output=True, text=True, check=True)
+    attrs = [a for a in json.loads(names.stdout) if a not in skip]
+    argv = ["nix", "build", "--no-link", "--json", "--option", "sandbox", "true", *(f"{ref}.{a}" for a in attrs)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    if rebuild:
+        again = subprocess.run([*argv, "--rebuild"], capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+    return dict(zip(attrs, (b["outputs"]["out"] for b in json.loads(proc.stdout))))
+
+
+def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
+    require_nix()
+    require_clang()
+    repo = tmp_path / "redox"
+    make_fixture_repo(repo)
+    out = build_all(repo, rebuild=True)
+    assert len(out) == 26
+    efi = Path(out["bootloader"], "boot", "EFI", "BOOT", "BOOTX64.EFI")
+    assert efi.read_bytes() == bootstub()
+    assert Path(out["diskImage"], "redox.img").stat().st_size == 1 << 20
+    assert Path(out["runQemu"], "bin", "run-redox").read_text() == "#!/bin/sh\necho run-redox\n"
+    assert Path(out["cookbook"], "name").read_text() == "cookbook\n"
+
+
+def test_repro_fixture_builds_in_the_sandbox(tmp_path):
+    require_nix()
+    repo = tmp_path / "repro"
+    make_fixture_repo(repo, source=REPRO_FIXTURE)
+    (repo / "salt").write_text(f"{uuid.uuid4().hex}\n")  # nothing built yet
+    fixture.commit_all(repo, "fresh salt")
+    out = build_all(repo, skip=REPRO_FAILING)
+    assert set(out) == {"stable", "noisy", "split"}
+    assert Path(out["stable"], "share", "doc", "README").read_text() == "built on 1970-01-01\n"
+    assert Path(out["noisy"], "share", "build-info.txt").read_text().startswith("built at ")
