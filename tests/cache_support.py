@@ -29,6 +29,7 @@ import pytest
 from redox_ci.cache.keys import generate_keypair, read_signing_key
 from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.cache.narinfo import NARINFO_SUFFIX, parse_narinfo
+from redox_ci.fixture import install_busybox
 from redox_ci.nix import nix_env
 
 # Hop-by-hop headers the proxy must not copy from one connection to the other.
@@ -50,7 +51,8 @@ def closure_expr(nonce: str, files: list[tuple[str, int, bool]]) -> str:
     """A Nix expression: one path per (name, KiB, compressible) plus a top path referring to all.
 
     Random bytes stand for compiled code that does not compress; repeated text for
-    sources and docs that do. ``nonce`` makes every call build new paths.
+    sources and docs that do. ``nonce`` makes every call build new paths. Built in the
+    sandbox by busybox from ``tools/`` beside the expression (``install_busybox``).
     """
     deps = []
     for name, kib, compressible in files:
@@ -59,16 +61,15 @@ def closure_expr(nonce: str, files: list[tuple[str, int, bool]]) -> str:
         else:
             body = f"head -c {kib * 1024} /dev/urandom > $out/data"
         deps.append(f'''  {name} = derivation {{
-    name = "{name}"; system = builtins.currentSystem; builder = "/bin/sh";
-    PATH = "/usr/bin:/bin"; nonce = "{nonce}";
-    args = [ "-c" "mkdir $out; {body}; echo {name} > $out/name" ];
+    name = "{name}"; system = builtins.currentSystem; builder = busybox;
+    nonce = "{nonce}";
+    args = [ "sh" "-c" "mkdir $out; {body}; echo {name} > $out/name" ];
   }};''')
     refs = " ".join(f"${{{name}}}" for name, _, _ in files)
-    return ("let\n" + "\n".join(deps) + f'''
+    return ('let\n  busybox = "${./tools}/busybox";\n' + "\n".join(deps) + f'''
 in derivation {{
-  name = "top-{nonce[:8]}"; system = builtins.currentSystem; builder = "/bin/sh";
-  PATH = "/usr/bin:/bin";
-  args = [ "-c" "mkdir $out; for r in {refs}; do echo $r; done > $out/refs" ];
+  name = "top-{nonce[:8]}"; system = builtins.currentSystem; builder = busybox;
+  args = [ "sh" "-c" "mkdir $out; for r in {refs}; do echo $r; done > $out/refs" ];
 }}
 ''')
 
@@ -76,7 +77,7 @@ in derivation {{
 def build_closure(workdir: Path, files: list[tuple[str, int, bool]], nonce: str | None = None) -> str:
     """Build a fresh closure with real Nix; return the top store path."""
     nonce = nonce or uuid.uuid4().hex
-    workdir.mkdir(parents=True, exist_ok=True)
+    install_busybox(workdir)
     expr = workdir / f"closure-{nonce[:8]}.nix"
     expr.write_text(closure_expr(nonce, files))
     proc = subprocess.run(["nix-build", "--no-out-link", str(expr)], capture_output=True, text=True,
