@@ -6,7 +6,9 @@ fixture's shape: four stages in the Redox order, host tools whose check phase pr
 cargo's ``test result:`` lines (half with ``doCheck`` off, so redox-ci turns it on),
 dependencies inside and across stages, and runner scripts that are not built.
 Every derivation carries a salt: a new salt is a new revision in which nothing is
-built yet. The benchmarks also share their Nix environment and output lines from here.
+built yet. Like the fixtures, it builds in Nix's sandbox with the static busybox that
+``redox_ci.fixture.install_busybox`` puts in the repository. The benchmarks also share
+their Nix environment and output lines from here.
 
     python bench/flakegen.py DEST [--attrs N] [--salt S] [--work ITERATIONS]
 """
@@ -20,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from redox_ci.fixture import commit_all, git
+from redox_ci.fixture import commit_all, git, install_busybox
 from redox_ci.flake import flake_ref_for
 from redox_ci.nix import FLAKE_FEATURES
 
@@ -92,6 +94,7 @@ FLAKE_TEMPLATE = """{
     let
       system = "@SYSTEM@";
       salt = "@SALT@";
+      busybox = "${./tools}/busybox";
       mkPkg = attrs:
         let
           args = { doCheck = false; checkPhase = ""; deps = [ ]; } // attrs;
@@ -99,11 +102,10 @@ FLAKE_TEMPLATE = """{
             inherit system salt;
             inherit (args) doCheck checkPhase deps;
             name = args.pname;
-            builder = "/bin/sh";
-            PATH = "/usr/bin:/bin";
+            builder = busybox;
             SOURCE_DATE_EPOCH = "1";
             work = "@WORK@";
-            args = [ "-c" ''
+            args = [ "sh" "-c" ''
               set -e
               mkdir -p $out
               i=0; while [ $i -lt $work ]; do i=$((i+1)); done
@@ -124,9 +126,8 @@ FLAKE_TEMPLATE = """{
       '';
       runner = name: derivation {
         inherit system name;
-        builder = "/bin/sh";
-        PATH = "/usr/bin:/bin";
-        args = [ "-c" "mkdir -p $out/bin; echo ${name} > $out/bin/${name}" ];
+        builder = busybox;
+        args = [ "sh" "-c" "mkdir -p $out/bin; echo ${name} > $out/bin/${name}" ];
       };
       pkgs = rec {
 @PACKAGES@
@@ -169,6 +170,7 @@ def write_flake(repo: Path, n: int, salt: str | None = None, work: int = 0) -> s
     repo.mkdir(parents=True, exist_ok=True)
     if not (repo / ".git").exists():
         git(repo, "init", "-q", "-b", "main")
+    install_busybox(repo)
     (repo / "flake.nix").write_text(flake_text(layout(n), salt, work))
     return commit_all(repo, f"benchmark flake: {n} attributes, salt {salt}")
 
