@@ -13,6 +13,8 @@ DEBIAN_PACKAGES=(
   # fixtures' builder.
   patchelf bash-static busybox-static
   qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64
+  # aarch64-linux builds by emulation (scripts/nix-setup.sh registers it with binfmt_misc).
+  qemu-user-static
   expect diffoscope
   clang lld dosfstools mtools
   chromium chromium-driver
