@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import boto3  # noqa: E402
 
 from cache_support import build_closure, delete_from_store, store_closure  # noqa: E402
-from redox_ci.cache import push  # noqa: E402
+from redox_ci.cache.push import push  # noqa: E402
 from redox_ci.cache.keys import generate_keypair, read_signing_key  # noqa: E402
 from redox_ci.cache.localserver import LocalS3Server  # noqa: E402
 from redox_ci.cache.s3 import client_config, transfer_config  # noqa: E402

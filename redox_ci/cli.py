@@ -1,47 +1,43 @@
 """The ``redox-ci`` command: thin faces over the worker-half modules.
 
-Each verb prints a summary for a person, or with ``--json`` one JSON document on
-stdout. Exit codes: 0 ok, 1 the checked thing failed, 2 usage or configuration
+Each verb returns its result (``outcome.py``) and this module prints it: a summary
+for a person, or with ``--json`` one JSON document on stdout. Exit codes: 0 ok, 1 the checked thing failed, 2 usage or configuration
 error. Errors are sentences on stderr, never tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-from typing import Any, Callable
 
+from . import local, plan_cli
+from .boot import cli as boot_cli
+from .cache import cli as cache_cli
 from .errors import RedoxCIError
+from .extras import require
+from .outcome import Outcome
+from .repro import cli as repro_cli
 
-# Packages that add their own verbs through a ``register(subparsers)`` function.
-VERB_MODULES = (
-    "redox_ci.plan_cli",
-    "redox_ci.cache.cli",
-    "redox_ci.boot.cli",
-    "redox_ci.repro.cli",
-    "redox_ci.local",
-)
-
-
-# Set by --json-out: the result is also written there as JSON. Buildbot steps use it,
-# since a worker may cut a long stdout line into chunks.
-_json_out: str | None = None
+# Modules that add their verbs through ``register(subparsers)``. A verb's handler returns an
+# Outcome for this module to print, or an exit code when it has no result (``local``).
+VERB_MODULES = (plan_cli, cache_cli, boot_cli, repro_cli, local)
+# Verbs that need an optional part of redox-ci (see extras.py).
+VERB_EXTRAS = {"local": "local"}
 
 
-def emit(result: Any, as_json: bool, human: Callable[[Any], str]) -> None:
-    """Print ``result`` as JSON (dataclasses already turned to dicts) or as text."""
-    if _json_out:
-        with open(_json_out, "w") as f:
-            json.dump(result, f)
+def write(outcome: Outcome, as_json: bool, json_out: str | None) -> None:
+    """Print ``outcome`` as JSON or as text; with ``json_out`` the JSON goes to that file."""
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(outcome.data, f)
         as_json = False
     if as_json:
-        json.dump(result, sys.stdout, indent=None, sort_keys=False)
+        json.dump(outcome.data, sys.stdout, indent=None, sort_keys=False)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(human(result).rstrip("\n") + "\n")
+        sys.stdout.write(outcome.text(outcome.data).rstrip("\n") + "\n")
     sys.stdout.flush()
 
 
@@ -50,33 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json-out", metavar="FILE",
                         help="also write the result as JSON to FILE (stdout gets the summary)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for name in VERB_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in VERB_MODULES:
+        module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    global _json_out
-    _json_out = args.json_out
-    if _json_out:
+    if args.json_out:
         try:
-            os.unlink(_json_out)
+            os.unlink(args.json_out)
         except FileNotFoundError:
             pass
     try:
-        return int(args.func(args) or 0)
+        if args.verb in VERB_EXTRAS:
+            require(VERB_EXTRAS[args.verb], f"redox-ci {args.verb}")
+        outcome = args.func(args)
     except RedoxCIError as e:
         print(f"redox-ci {args.verb}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"redox-ci {args.verb}: interrupted", file=sys.stderr)
         return 130
+    if isinstance(outcome, Outcome):
+        write(outcome, getattr(args, "json", False), args.json_out)
+        return outcome.exit_code
+    return int(outcome or 0)
 
 
 if __name__ == "__main__":
-    # Run through the imported module, not this __main__ copy, so that verbs and main
-    # share one module state (--json-out).
-    from redox_ci.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from . import flake as flake_mod
-from .cli import emit
-from .config import PlanSettings, SYSTEM_RE, load_settings
 from .errors import ConfigError, UsageError
-from .plan import Plan, build_plan, parse_attr_list
+from .outcome import Outcome
+
+# The handlers import the settings (pydantic) and the planner when they run: a job's
+# `redox-ci build` needs neither, and it is run once per job.
+if TYPE_CHECKING:
+    from .plan import Plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(path: str | None):
+    from .config import load_settings
     if path or os.environ.get("REDOX_CI_SETTINGS"):
         return load_settings(path, with_workers=False)
     return None
@@ -43,7 +47,7 @@ def _cache_lookup(loaded):
     cache = loaded.settings.cache if loaded else None
     if not cache or not cache.enabled:
         return None
-    from .cache import cached_paths
+    from .cache.push import cached_paths
     creds = _cache_credentials(loaded)
     return lambda paths: cached_paths(cache, paths, credentials=creds)
 
@@ -56,7 +60,10 @@ def _cache_credentials(loaded) -> dict | None:
         return None
 
 
-def run_plan(args) -> int:
+def run_plan(args) -> Outcome:
+    from . import flake as flake_mod
+    from .config import SYSTEM_RE, PlanSettings
+    from .plan import build_plan, parse_attr_list
     loaded = _settings(args.settings)
     plan_settings = loaded.settings.plan if loaded else PlanSettings()
     if args.systems:
@@ -74,8 +81,7 @@ def run_plan(args) -> int:
     evaluation = flake_mod.evaluate(args.flake, params)
     cached = None if args.no_cache else _cache_lookup(loaded)
     plan = build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached)
-    emit(plan.to_json(), args.json, lambda _: human_plan(plan))
-    return 0
+    return Outcome(plan.to_json(), lambda _: human_plan(plan))
 
 
 def human_plan(plan: Plan) -> str:
@@ -90,10 +96,9 @@ def human_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def run_build(args) -> int:
+def run_build(args) -> Outcome:
     from .build import build
     result = build(args.drv, attr=args.attr, system=args.system, checks=args.checks,
                    checks_forced=args.checks_forced, flake=args.flake)
-    emit(result.to_json(), args.json,
-         lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}")
-    return 0 if result.status == "success" else 1
+    return Outcome(result.to_json(), lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}",
+                   0 if result.status == "success" else 1)

@@ -11,7 +11,8 @@ from cache_support import (  # noqa: F401  (fixtures)
     KEY_NAME, SMALL_CLOSURE, bucket_objects, build_closure, cache_settings, clean_proxy, delete_from_store,
     nar_hash, orphan_narinfos, proxy, s3_client, s3_server, signing_key, store_closure, substitute,
 )
-from redox_ci.cache import cached_paths, list_keys, push, status, substituter_url, upload_files
+from redox_ci.cache.push import cached_paths, list_keys, push, substituter_url, upload_files
+from redox_ci.cache.status import status
 from redox_ci.cache.keys import generate_keypair
 from redox_ci.cache.narinfo import hash_part, narinfo_key, parse_narinfo
 

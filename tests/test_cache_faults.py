@@ -14,7 +14,7 @@ from cache_support import (  # noqa: F401  (fixtures)
     SMALL_CLOSURE, Fault, bucket_objects, build_closure, cache_settings, clean_proxy, orphan_narinfos, proxy,
     s3_client, s3_server, signing_key, store_closure,
 )
-from redox_ci.cache import push
+from redox_ci.cache.push import push
 from redox_ci.cache.errors import AccessDenied, BucketNotFound, PushFailed
 
 # Few enough failures that botocore's default attempts (8) always get through.

@@ -13,11 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli import emit
-from ..config import SETTINGS_ENV, BootSettings
+from typing import TYPE_CHECKING
+
 from ..errors import UsageError
+from ..outcome import Outcome
 from .vmm import SYSTEMS, VMMS, host_system, probe
-from .run import BootRequest, boot, replay
+
+# The settings (pydantic) and the engine are imported when a boot runs: `redox-ci`
+# imports this module at every start for its flags.
+if TYPE_CHECKING:
+    from ..config import BootSettings
 
 
 def register(sub) -> None:
@@ -34,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, metavar="SEC", help="cap on reaching Boot Complete")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: [boot].accel, auto")
     p.add_argument("--firmware", metavar="FILE", help="UEFI firmware (default: [boot].firmware, then the usual places)")
-    p.add_argument("--settings", metavar="FILE", help=f"settings file with a [boot] table (default: ${SETTINGS_ENV})")
+    p.add_argument("--settings", metavar="FILE", help="settings file with a [boot] table (default: $REDOX_CI_SETTINGS)")
     p.add_argument("--serial-log", metavar="PATH", help="where to keep the serial console")
     p.add_argument("--vmm-log", metavar="PATH", help="where to keep the VMM's own output")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -42,16 +47,17 @@ def register(sub) -> None:
 
 
 def load_boot_settings(explicit: str | None) -> BootSettings:
+    from ..config import SETTINGS_ENV, BootSettings
     path = explicit or os.environ.get(SETTINGS_ENV)
     return BootSettings.from_file(path) if path else BootSettings()
 
 
-def handle(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> Outcome:
+    from .run import BootRequest, boot, replay
     if args.probe:
         settings = load_boot_settings(args.settings)
         firmware = {tuple(k.split("/", 1)): v for k, v in settings.firmware.items()}
-        emit(probe(firmware).to_json(), args.json, format_probe)
-        return 0
+        return Outcome(probe(firmware).to_json(), format_probe)
     settings = load_boot_settings(args.settings)
     if args.replay:
         if args.bootloader or args.firmware or args.accel:
@@ -63,8 +69,7 @@ def handle(args: argparse.Namespace) -> int:
             system=args.system or host_system(), timeout=args.timeout,
             serial_log=args.serial_log, vmm_log=args.vmm_log, accel=args.accel,
             firmware=args.firmware), settings)
-    emit(result.to_json(), args.json, format_result)
-    return 0 if result.passed else 1
+    return Outcome(result.to_json(), format_result, 0 if result.passed else 1)
 
 
 def format_result(data: dict) -> str:

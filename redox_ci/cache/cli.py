@@ -13,15 +13,16 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from ..cli import emit
-from ..config import SETTINGS_ENV, CacheSettings, _format_errors, _read_toml
 from ..errors import ConfigError
+from ..outcome import Outcome
 from . import localserver
 
-# push, status and keys import boto3 inside their handlers: a job's `redox-ci build`
-# never needs it, and the import is a large part of the command's start-up.
+# The handlers import the settings (pydantic), push, status and keys (boto3) when they
+# run: a job's `redox-ci build` needs none of them, and they are most of the start-up.
+if TYPE_CHECKING:
+    from ..config import CacheSettings
 
 KIB = 1024
 # Flag name -> CacheSettings field, for the flags that override the settings file.
@@ -31,6 +32,9 @@ OVERRIDES = {"bucket": "bucket", "endpoint_url": "endpoint_url", "region": "regi
 
 def load_cache_settings(path: str | os.PathLike | None) -> CacheSettings:
     """The ``[cache]`` section alone (a worker needs nothing else), relative paths resolved."""
+    from pydantic import ValidationError
+
+    from ..config import CacheSettings, _format_errors, _read_toml
     if path is None:
         return CacheSettings()
     p = Path(path).resolve()
@@ -46,6 +50,9 @@ def load_cache_settings(path: str | os.PathLike | None) -> CacheSettings:
 
 
 def settings_from_args(args: argparse.Namespace) -> CacheSettings:
+    from pydantic import ValidationError
+
+    from ..config import SETTINGS_ENV, CacheSettings, _format_errors
     path = args.settings or os.environ.get(SETTINGS_ENV) or None
     base = load_cache_settings(path)
     flags = {field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag) is not None}
@@ -82,32 +89,29 @@ def human_status(r: dict) -> str:
     return "\n".join(lines)
 
 
-def do_push(args: argparse.Namespace) -> int:
+def do_push(args: argparse.Namespace) -> Outcome:
     from .push import push
     result = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key,
                   stage_dir=args.stage_dir)
-    emit(asdict(result), args.json, human_push)
-    return 0
+    return Outcome(asdict(result), human_push)
 
 
-def do_status(args: argparse.Namespace) -> int:
+def do_status(args: argparse.Namespace) -> Outcome:
     from .status import status
     result = status(settings_from_args(args), args.store_paths)
-    emit(asdict(result), args.json, human_status)
-    return 0 if result.complete else 1
+    return Outcome(asdict(result), human_status, 0 if result.complete else 1)
 
 
-def do_keygen(args: argparse.Namespace) -> int:
+def do_keygen(args: argparse.Namespace) -> Outcome:
     from .keys import generate_keypair
     secret, public, key = generate_keypair(args.name, args.out_dir)
     result = {"name": args.name, "secret_key_file": str(secret), "public_key_file": str(public), "public_key": key}
-    emit(result, args.json, lambda r: (f"wrote {r['secret_key_file']} (keep it secret) and "
-                                       f"{r['public_key_file']}\npublic key: {r['public_key']}"))
-    return 0
+    return Outcome(result, lambda r: (f"wrote {r['secret_key_file']} (keep it secret) and "
+                                      f"{r['public_key_file']}\npublic key: {r['public_key']}"))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--settings", help=f"settings file with a [cache] section (default ${SETTINGS_ENV})")
+    p.add_argument("--settings", help="settings file with a [cache] section (default $REDOX_CI_SETTINGS)")
     p.add_argument("--bucket", help="S3 bucket")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (R2, MinIO, a local server)")
     p.add_argument("--region", help="S3 region")

@@ -25,11 +25,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
-from ..config import CacheSettings
 from ..errors import UsageError
+from ..extras import require
+
+# boto3, moto and the settings are imported where they are used: `redox-ci` imports this
+# module at every start for the flags of `cache serve`.
+if TYPE_CHECKING:
+    from ..config import CacheSettings
 
 DEFAULT_BUCKET = "redox-ci-cache"
 DEFAULT_HOST = "127.0.0.1"
@@ -61,7 +65,7 @@ UPLOADER_POLICY = {
 
 
 def _client(service: str, url: str, credentials: dict):
-    import boto3  # here, not at the top: `redox-ci` imports this module for its flags
+    import boto3
     return boto3.session.Session(**credentials).client(service, endpoint_url=url, region_name=REGION)
 
 
@@ -117,6 +121,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _create_public_bucket(client, bucket: str) -> None:
+    from botocore.exceptions import ClientError
     try:
         client.create_bucket(Bucket=bucket)
     except ClientError as e:
@@ -193,6 +198,7 @@ class LocalS3Server:
         return argv + (["--auth"] if self.auth else []) + (["--ephemeral"] if self._tmp else [])
 
     def start(self) -> LocalS3Server:
+        require("local", "the local S3 server")
         if self.state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="redox-ci-s3-")
             self.state_dir = Path(self._tmp.name)
@@ -232,6 +238,7 @@ class LocalS3Server:
         return f"{self.url}/{self.bucket}"
 
     def settings(self, **overrides) -> CacheSettings:
+        from ..config import CacheSettings
         values = {"bucket": self.bucket, "endpoint_url": self.url, "region": REGION}
         return CacheSettings(**{**values, **overrides})
 
@@ -254,6 +261,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    require("local", "the local S3 server")
     if args.state_dir:
         args.state_dir.mkdir(parents=True, exist_ok=True)
     serve(bucket=args.bucket, host=args.host, port=args.port, state_dir=args.state_dir,

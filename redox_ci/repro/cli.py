@@ -12,15 +12,16 @@ import argparse
 import os
 from pathlib import Path
 
-from ..cli import emit
-from ..config import ReproSettings
-from ..errors import UsageError
-from .compare import CompareOptions
-from .history import BECAME_UNREPRODUCIBLE, build_history, read_summaries, render_history_html
-from .report import SUMMARY_HTML
-from .run import run_repro
+from typing import TYPE_CHECKING
 
-DEFAULTS = ReproSettings()
+from ..errors import UsageError
+from ..outcome import Outcome
+
+# The settings (pydantic) and the rebuild machinery are imported when the verb runs:
+# `redox-ci` imports this module at every start for its flags. So the flags default to
+# None and ``handle`` fills in the ``[repro]`` defaults of the settings model.
+if TYPE_CHECKING:
+    from ..config import ReproSettings
 
 
 def _positive_float(text: str) -> float:
@@ -49,17 +50,15 @@ def register(sub) -> None:
     p.add_argument("--flake", required=True, metavar="REF", help="flake reference, e.g. github:owner/repo/REV")
     p.add_argument("--attr", action="append", default=[], metavar="A",
                    help="attribute of packages.<system> (repeatable; default: every package)")
-    p.add_argument("--system", default=DEFAULTS.system, metavar="S")
+    p.add_argument("--system", metavar="S", help="default: [repro].system")
     p.add_argument("--report-dir", metavar="DIR",
                    help="where the report goes (default: repro-reports/<date>-<rev>)")
     p.add_argument("--rev", metavar="REV", help="revision name in the report (default: the flake's commit)")
-    p.add_argument("--diffoscope", default=DEFAULTS.diffoscope, metavar="BIN",
+    p.add_argument("--diffoscope", metavar="BIN",
                    help="diffoscope executable (name on PATH or path)")
-    p.add_argument("--diffoscope-timeout", type=_positive_float, default=float(DEFAULTS.diffoscope_timeout),
-                   metavar="SECONDS", help="stop diffoscope after this long; the verdict stands")
-    p.add_argument("--max-report-bytes", type=_report_bytes, default=DEFAULTS.diffoscope_max_report_bytes,
-                   metavar="N", help="size cap of each diffoscope report")
-    p.add_argument("--keep-check", action="store_true", default=DEFAULTS.keep_check,
+    p.add_argument("--diffoscope-timeout", type=_positive_float, metavar="SECONDS", help="stop diffoscope after this long; the verdict stands")
+    p.add_argument("--max-report-bytes", type=_report_bytes, metavar="N", help="size cap of each diffoscope report")
+    p.add_argument("--keep-check", action="store_true", default=None,
                    help="keep the differing copy <out>.check in the store")
     p.add_argument("--upload", metavar="SETTINGS",
                    help="upload the report to the cache bucket of this settings file, under reports/")
@@ -114,19 +113,29 @@ def _human(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def handle(args: argparse.Namespace) -> int:
+def _given(value, default):
+    return default if value is None else value
+
+
+def handle(args: argparse.Namespace) -> Outcome:
+    from ..config import ReproSettings
+    from .compare import CompareOptions
+    from .run import run_repro
     if not args.flake.strip():
         raise UsageError("--flake is empty")
-    options = CompareOptions(diffoscope=args.diffoscope, diffoscope_timeout=args.diffoscope_timeout,
-                             max_report_bytes=args.max_report_bytes, keep_check=args.keep_check)
+    defaults = ReproSettings()
+    options = CompareOptions(
+        diffoscope=_given(args.diffoscope, defaults.diffoscope),
+        diffoscope_timeout=_given(args.diffoscope_timeout, float(defaults.diffoscope_timeout)),
+        max_report_bytes=_given(args.max_report_bytes, defaults.diffoscope_max_report_bytes),
+        keep_check=_given(args.keep_check, defaults.keep_check))
     cache = _upload_target(args.upload) if args.upload else None
-    run = run_repro(args.flake, args.attr, system=args.system, report_dir=args.report_dir,
-                    rev=args.rev, options=options)
+    run = run_repro(args.flake, args.attr, system=_given(args.system, defaults.system),
+                    report_dir=args.report_dir, rev=args.rev, options=options)
     result = run.to_json()
     if cache is not None:
         result["upload"] = _upload(cache, result)
-    emit(result, args.json, _human)
-    return 0 if run.ok and result.get("upload", {}).get("ok", True) else 1
+    return Outcome(result, _human, 0 if run.ok and result.get("upload", {}).get("ok", True) else 1)
 
 
 def _upload_target(settings_file: str):
@@ -140,7 +149,7 @@ def _upload_target(settings_file: str):
 
 def _upload(cache, result: dict) -> dict:
     """Upload the report directory; a failure is reported, the verdicts stand."""
-    from ..cache import upload_files
+    from ..cache.push import upload_files
     from ..errors import RedoxCIError
     try:
         up = upload_files(cache, result["report_dir"], result["key_prefix"])
@@ -150,6 +159,7 @@ def _upload(cache, result: dict) -> dict:
 
 
 def _human_history(data: dict) -> str:
+    from .history import BECAME_UNREPRODUCIBLE
     lines = [f"{len(data['nights'])} nights, {len(data['attrs'])} attributes"]
     for e in data["events"]:
         broke = e["kind"] == BECAME_UNREPRODUCIBLE
@@ -162,7 +172,9 @@ def _human_history(data: dict) -> str:
     return "\n".join(lines)
 
 
-def handle_history(args: argparse.Namespace) -> int:
+def handle_history(args: argparse.Namespace) -> Outcome:
+    from .history import build_history, read_summaries, render_history_html
+    from .report import SUMMARY_HTML
     reports = Path(args.reports)
     if not reports.is_dir():
         raise UsageError(f"{reports}: not a directory")
@@ -172,5 +184,4 @@ def handle_history(args: argparse.Namespace) -> int:
         nights = os.path.relpath(reports.resolve(), page.parent)
         page.write_text(render_history_html(
             history, href=lambda night: f"{nights}/{night}/{SUMMARY_HTML}", full_page=True))
-    emit(history.to_json(), args.json, _human_history)
-    return 0
+    return Outcome(history.to_json(), _human_history)
