@@ -10,7 +10,7 @@ import secrets
 import pytest
 import requests
 
-from redox_ci.cache import cached_paths, list_keys
+from redox_ci.cache.push import cached_paths, list_keys
 from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.local import CacheWiring, signing_key
 from tests.master_support import running_master
