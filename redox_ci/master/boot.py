@@ -12,7 +12,7 @@ from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
 from ..config import LoadedSettings
-from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line
+from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line, settings_download
 from .workers import host_of, names_for
 
 BOOT_STAGE = "boot"
@@ -106,7 +106,6 @@ class BootStep(RedoxCiStep):
 
 
 def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
-    from .builders import settings_download
     boot = loaded.settings.boot
     f = util.BuildFactory()
     f.addStep(steps.ShellCommand(command=realise_args, name="fetch image", haltOnFailure=True,

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buildbot.plugins import steps, util
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
-from buildbot.process import buildstep
+from buildbot.plugins import util
+from buildbot.process.results import SKIPPED
 from buildbot.process.build import Build
 
 from ..config import LoadedSettings, Secrets
-from ..errors import FlakeError
-from ..flake import flake_ref_for
 from ..plan import OTHER_STAGE
 from . import steps as redox_steps
 from .boot import TriggerBoots, boot_builder_configs, boot_builders
-from .steps import WORKER_SETTINGS
+from .steps import WORKER_SETTINGS, ResolveFlake, cache_env, settings_download
 from .workers import names_for, slot_names
 
 PLAN_BUILDER = "redox/plan"
@@ -45,34 +42,6 @@ def stage_builders(loaded: LoadedSettings) -> list[StageBuilder]:
     return out
 
 
-class ResolveFlake(buildstep.BuildStep):
-    """Set ``flake_ref`` from the configured repository and the change's branch and revision.
-
-    The repository always comes from the settings, never from a change or webhook.
-    """
-
-    name = "resolve flake"
-
-    def __init__(self, repo: str, **kwargs):
-        self.repo = repo
-        super().__init__(haltOnFailure=True, **kwargs)
-        self._summary = ""
-
-    async def run(self):
-        try:
-            ref = flake_ref_for(self.repo, self.getProperty("branch") or None,
-                                self.getProperty("revision") or None)
-        except FlakeError as e:
-            self._summary = str(e)
-            return FAILURE
-        self.setProperty("flake_ref", ref, "ResolveFlake")
-        self._summary = ref
-        return SUCCESS
-
-    def getResultSummary(self):
-        return {"step": self._summary}
-
-
 @util.renderer
 def plan_args(props):
     args = ["plan", "--flake", props.getProperty("flake_ref"), "--settings", WORKER_SETTINGS]
@@ -82,21 +51,6 @@ def plan_args(props):
     if props.getProperty("attrs"):
         args += ["--attrs", props.getProperty("attrs")]
     return args
-
-
-def cache_env(secrets: Secrets) -> dict:
-    """S3 credentials for worker commands, as util.Secret so that logs redact them.
-
-    Only those in the secrets file; without them boto3 on the worker uses its own chain.
-    """
-    return {f"AWS_{k.removeprefix('cache-aws_').upper()}": util.Secret(k)
-            for k in secrets.values if k.startswith("cache-aws_")}
-
-
-def settings_download(loaded: LoadedSettings, **kwargs) -> steps.StringDownload:
-    """The settings file, for the worker's redox-ci (it holds no secrets)."""
-    return steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
-                                hideStepIf=lambda r, s: r in (SUCCESS, SKIPPED), **kwargs)
 
 
 def plan_factory(loaded: LoadedSettings, secrets: Secrets, job_builders: list[StageBuilder]) -> util.BuildFactory:

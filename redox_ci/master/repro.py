@@ -15,8 +15,7 @@ from ..config import LoadedSettings, Secrets
 from ..plan import parse_attr_list
 from ..repro.cli import command_line
 from . import schedulers as redox_schedulers
-from .builders import ResolveFlake, cache_env, settings_download
-from .steps import WORKER_SETTINGS, RedoxCiStep, one_line
+from .steps import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, cache_env, one_line, settings_download
 from .workers import names_for
 
 REPRO_BUILDER = "redox/repro"

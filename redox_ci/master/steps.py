@@ -3,17 +3,25 @@
 Each step builds an argv (never a shell string), runs ``redox-ci --json-out FILE
 VERB ...``, reads the JSON file back from the worker and turns it into a result, a
 one-line summary and properties. What the verb printed (its summary for a person,
-Nix's build log, errors) is the step's log.
+Nix's build log, errors) is the step's log. Also here: what several builders share
+(the flake reference of a change, the settings file for the worker, S3 credentials).
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from buildbot.plugins import steps, util
 from buildbot.process import buildstep
 from buildbot.steps.worker import CompositeStepMixin
 from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+
+from ..errors import FlakeError
+from ..flake import flake_ref_for
+
+if TYPE_CHECKING:
+    from ..config import LoadedSettings, Secrets
 
 # Settings file that steps download to the worker, beside the build.
 WORKER_SETTINGS = "redox-ci-settings.toml"
@@ -37,6 +45,49 @@ def parse_result(text: str | None) -> dict | None:
 def stderr_reason(stderr: str) -> str:
     lines = [l for l in stderr.strip().splitlines() if l.startswith("redox-ci ")]
     return lines[-1] if lines else (stderr.strip().splitlines() or ["no output"])[-1]
+
+
+class ResolveFlake(buildstep.BuildStep):
+    """Set ``flake_ref`` from the configured repository and the change's branch and revision.
+
+    The repository always comes from the settings, never from a change or webhook.
+    """
+
+    name = "resolve flake"
+
+    def __init__(self, repo: str, **kwargs):
+        self.repo = repo
+        super().__init__(haltOnFailure=True, **kwargs)
+        self._summary = ""
+
+    async def run(self):
+        try:
+            ref = flake_ref_for(self.repo, self.getProperty("branch") or None,
+                                self.getProperty("revision") or None)
+        except FlakeError as e:
+            self._summary = str(e)
+            return FAILURE
+        self.setProperty("flake_ref", ref, "ResolveFlake")
+        self._summary = ref
+        return SUCCESS
+
+    def getResultSummary(self):
+        return {"step": self._summary}
+
+
+def cache_env(secrets: Secrets) -> dict:
+    """S3 credentials for worker commands, as util.Secret so that logs redact them.
+
+    Only those in the secrets file; without them boto3 on the worker uses its own chain.
+    """
+    return {f"AWS_{k.removeprefix('cache-aws_').upper()}": util.Secret(k)
+            for k in secrets.values if k.startswith("cache-aws_")}
+
+
+def settings_download(loaded: LoadedSettings, **kwargs) -> steps.StringDownload:
+    """The settings file, for the worker's redox-ci (it holds no secrets)."""
+    return steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
+                                hideStepIf=lambda r, s: r in (SUCCESS, SKIPPED), **kwargs)
 
 
 class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep):
