@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     try:
         if args.verb in VERB_EXTRAS:
-            require(VERB_EXTRAS[args.verb], f"redox-ci {args.verb}")
+            require(VERB_EXTRAS[args.verb], "this verb")
         outcome = args.func(args)
     except RedoxCIError as e:
         print(f"redox-ci {args.verb}: {e}", file=sys.stderr)

@@ -37,4 +37,4 @@ $SUDO bash scripts/nix-setup.sh
 # names another.
 python=${PYTHON:-/usr/bin/python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[local,test]'
