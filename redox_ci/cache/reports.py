@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ..config import CacheSettings
 from . import s3
 from .narinfo import join_key
@@ -23,17 +21,6 @@ NIGHT_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[A-Za-z0-9._-]{1,64}$")
 REPORT_PATH_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
-def _get(client, settings: CacheSettings, key: str) -> bytes | None:
-    try:
-        return client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if str(e.response.get("Error", {}).get("Code", "")) in s3.NOT_FOUND_KEY | {"NoSuchKey"}:
-            return None
-        raise s3.describe(e, settings, f"reading {key}") from None
-    except BotoCoreError as e:
-        raise s3.describe(e, settings, f"reading {key}") from None
-
-
 def read_summaries(settings: CacheSettings, credentials: dict | None = None) -> list[dict]:
     """Every night's summary.json in the bucket; unreadable documents are left out."""
     client = s3.make_client(settings, credentials)
@@ -42,7 +29,7 @@ def read_summaries(settings: CacheSettings, credentials: dict | None = None) -> 
     for key in s3.list_keys(client, settings, base):
         if not key.endswith("/summary.json"):
             continue
-        body = _get(client, settings, key)
+        body = s3.read_object(client, settings, key)
         try:
             out.append(json.loads(body or b""))
         except ValueError:
@@ -56,4 +43,4 @@ def read_report_file(settings: CacheSettings, night: str, path: str,
     if not NIGHT_RE.match(night) or not REPORT_PATH_RE.match(path):
         return None
     client = s3.make_client(settings, credentials)
-    return _get(client, settings, join_key(settings.prefix, f"{REPORTS_PREFIX}{night}/{path}"))
+    return s3.read_object(client, settings, join_key(settings.prefix, f"{REPORTS_PREFIX}{night}/{path}"))

@@ -1,10 +1,13 @@
 """S3 access: retries for the transient failures, a sentence for the permanent ones.
 
-This is the only module that talks to S3. Transient failures (5xx, throttling, dropped or
-timed-out connections) are retried by botocore's "standard" retry mode with exponential
-backoff and jitter; what is left when retries run out, and every permanent failure
-(unknown bucket, rejected credentials, access denied), becomes one of the cache's error
-classes with a message that names the bucket and endpoint and never a secret.
+Every call to the cache's bucket goes through this module: push, status and the reports
+(``reports.py``) use its client and functions; the local S3 server (``localserver.py``)
+has a client of its own only to set up and save its moto server. Transient failures
+(5xx, throttling, dropped or timed-out connections) are retried by botocore's "standard"
+retry mode with exponential backoff and jitter; what is left when retries run out, and
+every permanent failure (unknown bucket, rejected credentials, access denied), becomes one
+of the cache's error classes with a message that names the bucket and endpoint and never
+a secret.
 """
 
 from __future__ import annotations
@@ -139,6 +142,18 @@ def key_exists(client, settings: CacheSettings, key: str) -> bool:
     except BotoCoreError as e:
         raise describe(e, settings, f"looking up {key}") from None
     return True
+
+
+def read_object(client, settings: CacheSettings, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key."""
+    try:
+        return client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code", "")) in NOT_FOUND_KEY:
+            return None
+        raise describe(e, settings, f"reading {key}") from None
+    except BotoCoreError as e:
+        raise describe(e, settings, f"reading {key}") from None
 
 
 def existing_keys(client, settings: CacheSettings, keys: Iterable[str]) -> set[str]:

@@ -5,5 +5,6 @@
 ``diffoscope`` explains them within bounds, ``report`` writes a night's directory
 (``summary.json``, ``index.html``, ``diffoscope/``) and ``history`` turns the nights'
 summaries into the page that says which attribute became unreproducible on which
-commit. Nothing here talks to S3 or imports Buildbot.
+commit. Nothing here imports Buildbot; ``redox-ci repro --upload`` sends the report to
+the cache's bucket through ``redox_ci.cache`` (``cli.py``).
 """
