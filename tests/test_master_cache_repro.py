@@ -38,8 +38,10 @@ def master(tmp_path_factory, s3):
     credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
                    "aws_secret_access_key": secrets.token_urlsafe(30)}
     wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
+    # A separate worker process, as the unprivileged worker user under root: signing for
+    # the cache goes through the Nix daemon, which trusts that user (scripts/nix-setup.sh).
     yield from running_master(tmp_path_factory, "cache-repro", with_noisy_package,
-                              cache=wiring, systems=["x86_64-linux"])
+                              cache=wiring, systems=["x86_64-linux"], worker_kind="remote")
 
 
 def forced_jobs(master, **params):
