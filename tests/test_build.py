@@ -21,9 +21,12 @@ def forget(drv):
     """Remove the derivation from the store, as on a host that never evaluated the flake.
 
     Only derivations no other derivation refers to can go (leaf attributes)."""
-    # --ignore-liveness: Nix keeps a derivation alive while its outputs are; the test's own
-    # fixture derivation is all this removes.
-    subprocess.run(["nix-store", "--delete", "--ignore-liveness", drv], capture_output=True, text=True, check=True)
+    # With its outputs: Nix keeps a derivation alive while its outputs are valid (and the
+    # daemon lets no one ignore liveness); a host that never evaluated the flake has built
+    # none of them either.
+    outputs = subprocess.run(["nix-store", "--query", "--outputs", drv], capture_output=True, text=True,
+                             check=True).stdout.split()
+    subprocess.run(["nix-store", "--delete", *outputs, drv], capture_output=True, text=True, check=True)
     assert subprocess.run(["nix-store", "--check-validity", drv], capture_output=True).returncode != 0
 
 

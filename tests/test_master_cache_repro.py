@@ -25,10 +25,11 @@ def s3(tmp_path_factory):
 
 
 def with_noisy_package(text: str) -> str:
-    """One package that is not reproducible: it records the time of its build."""
+    """One package that is not reproducible: it records random bytes (busybox's date has no %N,
+    and a rebuild within the same second would record the same time)."""
     return text.replace('fstools = simple "fstools" [ ];',
                         'fstools = simple "fstools" [ ];\n        noisy = mkPkg { pname = "noisy"; '
-                        'buildPhase = "date +%s%N > $out/stamp; echo fixed > $out/same"; };')
+                        'buildPhase = "od -An -tx1 -N16 /dev/urandom > $out/stamp; echo fixed > $out/same"; };')
 
 
 @pytest.fixture(scope="module")
