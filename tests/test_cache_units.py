@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from redox_ci.cache.narinfo import (
 )
 from redox_ci.cache.push import substituter_url, upload_plan
 from redox_ci.cache.s3 import describe
-from redox_ci.cache.stage import Staged, StagedPath, check_staged, copy_argv, sign_argv, stage_url
+from redox_ci.cache.stage import Staged, StagedPath, check_staged, stage_url
 from redox_ci.config import CacheSettings
 from redox_ci.errors import ConfigError
-from redox_ci.nix import nix_env
+from redox_ci.nix import copy_argv, generate_secret_key, public_key, sign_argv
 
 TOP = "/nix/store/16kzwc66vv4hymaj28rakcm0i7a1f67i-top"
 NARINFO = """StorePath: /nix/store/16kzwc66vv4hymaj28rakcm0i7a1f67i-top
@@ -98,10 +97,8 @@ def test_secret_key_parsing_never_quotes_the_key():
 
 def test_public_key_matches_nix(tmp_path):
     require_nix()
-    secret = subprocess.run(["nix", "key", "generate-secret", "--key-name", "units-1"], env=nix_env(),
-                            capture_output=True, text=True, check=True).stdout
-    public = subprocess.run(["nix", "key", "convert-secret-to-public"], input=secret, env=nix_env(),
-                            capture_output=True, text=True, check=True).stdout.strip()
+    secret = generate_secret_key("units-1")
+    public = public_key(secret)
     (tmp_path / "k").write_text(secret)
     assert read_signing_key(tmp_path / "k").public_key == public
 

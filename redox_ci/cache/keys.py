@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..nix import run
+from .. import nix
 from .errors import SigningKeyError
 
 SECRET_KEY_BYTES = 64
@@ -30,14 +30,6 @@ class SigningKey:
     path: Path
     name: str
     public_key: str
-
-
-def generate_secret_argv(name: str) -> list[str]:
-    return ["nix", "key", "generate-secret", "--key-name", name]
-
-
-def convert_to_public_argv() -> list[str]:
-    return ["nix", "key", "convert-secret-to-public"]
 
 
 def parse_secret_key(text: str) -> tuple[str, bytes]:
@@ -87,9 +79,8 @@ def generate_keypair(name: str, out_dir: str | os.PathLike) -> tuple[Path, Path,
         if p.exists():
             raise SigningKeyError(f"{p} already exists; refusing to overwrite a key")
     out.mkdir(parents=True, exist_ok=True)
-    secret = run(generate_secret_argv(name), what="nix key generate-secret", error=SigningKeyError).stdout
-    public = run(convert_to_public_argv(), what="nix key convert-secret-to-public",
-                 error=SigningKeyError, input=secret).stdout.strip()
+    secret = nix.generate_secret_key(name, error=SigningKeyError)
+    public = nix.public_key(secret, error=SigningKeyError)
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret.strip() + "\n")

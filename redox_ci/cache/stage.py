@@ -8,17 +8,14 @@ signature on it) before a single byte is uploaded.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..nix import run
-from ..errors import NixError
+from .. import nix
+from ..nix import PathInfo
 from .errors import NotInStore, StagingError
 from .narinfo import NarInfo, NarInfoError, is_store_path, narinfo_name, parse_narinfo
 
-NOT_VALID_RE = re.compile(r"path '([^']+)' is not valid")
 # xz and zstd compress in parallel threads, worth it for the large NARs of a toolchain.
 PARALLEL_COMPRESSION = {"xz", "zstd"}
 
@@ -47,14 +44,6 @@ def check_store_paths(paths: list[str]) -> None:
         raise NotInStore(f"not a Nix store path: {', '.join(bad)} (expected /nix/store/<hash>-<name>)")
 
 
-def closure_argv(paths: list[str]) -> list[str]:
-    return ["nix", "path-info", "--json", "--recursive", *paths]
-
-
-def sign_argv(key_file: Path, paths: list[str]) -> list[str]:
-    return ["nix", "store", "sign", "--key-file", str(key_file), *paths]
-
-
 def stage_url(directory: Path, compression: str) -> str:
     url = f"file://{directory}?compression={compression}"
     if compression in PARALLEL_COMPRESSION:
@@ -62,31 +51,14 @@ def stage_url(directory: Path, compression: str) -> str:
     return url
 
 
-def copy_argv(url: str, paths: list[str]) -> list[str]:
-    # --no-recursive: the caller chose exactly the paths the bucket lacks.
-    return ["nix", "copy", "--no-recursive", "--to", url, *paths]
-
-
-@dataclass(frozen=True)
-class PathInfo:
-    nar_size: int
-    references: tuple[str, ...]
-
-
 def closure(paths: list[str]) -> dict[str, PathInfo]:
     """Every path the given store paths need, with size and references; NotInStore names a missing one."""
     check_store_paths(paths)
-    if not paths:
-        return {}
     try:
-        proc = run(closure_argv(paths), what="nix path-info")
-    except NixError as e:
-        m = NOT_VALID_RE.search(str(e))
-        if m:
-            raise NotInStore(f"{m.group(1)} is not in the local Nix store (build or substitute it first)") from None
-        raise
-    return {e["path"]: PathInfo(int(e.get("narSize", 0)), tuple(e.get("references", [])))
-            for e in json.loads(proc.stdout)}
+        infos = nix.path_info(paths, recursive=True)
+    except nix.InvalidPath as e:
+        raise NotInStore(f"{e.path} is not in the local Nix store (build or substitute it first)") from None
+    return {p: info for p, info in infos.items() if info is not None}
 
 
 def check_staged(root: Path, paths: list[str], key_name: str) -> list[StagedPath]:
@@ -130,10 +102,8 @@ def stage(paths: list[str], key_file: Path, key_name: str, root: Path, compressi
     root.mkdir(parents=True, exist_ok=True)
     if not paths:
         return Staged(root, [])
-    try:
-        run(sign_argv(key_file, paths), what="nix store sign")
-        run(copy_argv(stage_url(root, compression), paths), what="nix copy to the staging directory")
-    except NixError as e:
-        raise StagingError(str(e)) from None
+    nix.sign(key_file, paths, error=StagingError)
+    nix.copy_to(stage_url(root, compression), paths, what="nix copy to the staging directory",
+                error=StagingError)
     return Staged(root, check_staged(root, paths, key_name))
 
