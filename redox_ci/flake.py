@@ -81,19 +81,10 @@ def apply_expression(params: EvalParams) -> str:
     return APPLY_TEMPLATE.replace("PARAMS", nix_string(payload))
 
 
-def eval_command(ref: str, params: EvalParams) -> list[str]:
-    return ["nix", "eval", "--json", "--no-write-lock-file", f"{check_flake_ref(ref)}#packages",
-            "--apply", apply_expression(params)]
-
-
 def evaluate(ref: str, params: EvalParams) -> dict:
     """Run the one evaluation; return ``{system: {attr: info} | None}``."""
-    proc = nix.run(eval_command(ref, params), what=f"evaluating {ref}", error=FlakeError,
-                   timeout=EVAL_TIMEOUT_SECONDS)
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise FlakeError(f"evaluating {ref}: nix printed no JSON: {proc.stdout[:200]!r}") from None
+    return nix.eval_json(f"{check_flake_ref(ref)}#packages", apply=apply_expression(params),
+                         what=f"evaluating {ref}", error=FlakeError, timeout=EVAL_TIMEOUT_SECONDS)
 
 
 # Git ref names as the force form and pollers may give them: no shell or URL

@@ -12,6 +12,7 @@ from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
 from ..config import LoadedSettings
+from ..nix import realise_paths_argv
 from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line, settings_download
 from .workers import host_of, names_for
 
@@ -80,7 +81,8 @@ def boot_args(props):
 
 @util.renderer
 def realise_args(props):
-    return ["nix-store", "--realise", *props.getProperty("image_paths"), *props.getProperty("bootloader_paths")]
+    # Run by the worker (the master runs no Nix): the image and bootloader built or substituted.
+    return realise_paths_argv([*props.getProperty("image_paths"), *props.getProperty("bootloader_paths")])
 
 
 class BootStep(RedoxCiStep):

@@ -5,11 +5,12 @@ here, or substituted from the binary cache), then ``nix-store --realise --check
 --keep-failed DRV`` builds the derivation again and compares the new output with the
 stored one. Why this and not the alternatives:
 
-* ``nix build --rebuild --keep-failed`` runs the same check in Nix 2.8, but exits 1
-  for every failure; ``nix-store --realise --check`` exits 100 + a bit mask, where
-  bit 4 is "not deterministic", so a build failure is told from a difference without
-  parsing messages. It also takes the ``.drv`` from the one evaluation of the run,
-  instead of evaluating the flake again for every attribute.
+* ``nix build --rebuild --keep-failed`` runs the same check, but needs an installable:
+  ``nix-store --realise --check`` takes the ``.drv`` from the one evaluation of the
+  run, instead of evaluating the flake again for every attribute. With a local store
+  it also exits 100 + a bit mask that tells a difference from a build failure;
+  through the Nix daemon (every multi-user install) it exits 1 for both, and Nix's
+  "output ... differs from ..." message tells them apart (``redox_ci.nix``).
 * Two builds on two workers compared by NAR hash is stronger (another kernel, host
   name, clock) but needs two workers and the whole closure built twice. Here only
   the checked derivation is rebuilt, its dependencies are reused; and when the first
@@ -18,41 +19,29 @@ stored one. Why this and not the alternatives:
   output, which is what the file list and diffoscope need. Nix stops at the first
   differing output, so of a multi-output derivation one output is reported.
 
-The kept build directory goes to a scratch ``TMPDIR`` that is removed afterwards;
-the ``.check`` copy is removed after diffoscope unless asked to keep it.
+With a local store the kept build directory goes to a scratch ``TMPDIR`` that is
+removed afterwards; the daemon keeps it in its own temporary directory, out of our
+reach. The ``.check`` copy is removed after diffoscope unless asked to keep it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..build import check_drv, realise_command
+from .. import nix
 from ..errors import NixError
-from ..nix import nix_env, shorten_error, strip_ansi
 from .diffoscope import DIFFOSCOPE, DiffoscopeReport, run_diffoscope
 from .tree import Difference, diff_trees, scan_tree
 
 CHECK_SUFFIX = ".check"
-# nix-store --realise exits with 100 + a bit mask when builds fail; bit 4 means
-# "a --check build was not deterministic" (Nix manual, nix-store --realise).
-NIX_BUILD_FAILURE_BASE = 100
-NONDETERMINISTIC_BIT = 4
-DIFFERS_RE = re.compile(r"output '(/nix/store/[^']+)' differs from '(/nix/store/[^']+)'")
 # Differing files listed per attribute in the summary; a rebuilt toolchain can differ
 # in thousands, and diffoscope's report has them all.
 MAX_LISTED_DIFFERENCES = 200
-# Lines of a failed build's log quoted in the report: the compiler's error and Nix's
-# "builder failed" line are at the end.
-FAILURE_TAIL_LINES = 15
 
 STATUS_REPRODUCIBLE = "reproducible"
 STATUS_UNREPRODUCIBLE = "unreproducible"
@@ -101,66 +90,9 @@ class AttrResult:
         }
 
 
-def check_command(drv: str) -> list[str]:
-    return ["nix-store", "--realise", "--check", "--keep-failed", check_drv(drv)]
-
-
-def path_info_command(paths: list[str]) -> list[str]:
-    return ["nix", "path-info", "--json", *paths]
-
-
-def hash_path_command(path: str) -> list[str]:
-    # SRI form, the form `nix path-info --json` gives narHash in, so the two compare.
-    return ["nix", "hash", "path", "--type", "sha256", "--sri", path]
-
-
-def is_nondeterministic(returncode: int) -> bool:
-    bits = returncode - NIX_BUILD_FAILURE_BASE
-    return 0 < bits < NIX_BUILD_FAILURE_BASE and bool(bits & NONDETERMINISTIC_BIT)
-
-
-def differing_outputs(stderr: str) -> dict[str, str]:
-    """``{stored path: differing copy}`` as Nix names them in its error."""
-    return dict(DIFFERS_RE.findall(stderr))
-
-
-def log_tail(stderr: str, lines: int = FAILURE_TAIL_LINES) -> str:
-    """The end of a build log, where the compiler and Nix say why it failed."""
-    return "\n".join(strip_ansi(stderr).strip().splitlines()[-lines:]) or "(no output)"
-
-
-def _run(argv: list[str], tmpdir: str | None = None) -> subprocess.CompletedProcess:
-    env = nix_env({**os.environ, "TMPDIR": tmpdir} if tmpdir else None)
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise NixError(f"{argv[0]} not found; install Nix (Debian: apt-get install nix-bin)") from None
-
-
-def _build(argv: list[str], tmpdir: str) -> subprocess.CompletedProcess:
-    """Run a build; its log goes on to our stderr (the step's log), stdout stays JSON."""
-    proc = _run(argv, tmpdir)
-    sys.stderr.write(proc.stderr)
-    sys.stderr.flush()
-    return proc
-
-
-def nix_output(argv: list[str], what: str) -> str:
-    proc = _run(argv)
-    if proc.returncode != 0:
-        raise NixError(f"{what} failed:\n{shorten_error(proc.stderr)}")
-    return proc.stdout
-
-
 def nar_hashes(paths: list[str]) -> dict[str, str]:
     """narHash of each valid store path, as the store recorded it."""
-    infos = json.loads(nix_output(path_info_command(paths), "nix path-info"))
-    return {info["path"]: info["narHash"] for info in infos if info.get("narHash")}
-
-
-def hash_path(path: str) -> str:
-    """The NAR hash of any path, also one the store does not know (the .check copy)."""
-    return nix_output(hash_path_command(path), f"hashing {path}").strip()
+    return {path: info.nar_hash for path, info in nix.path_info(paths).items() if info and info.nar_hash}
 
 
 def remove_copy(path: str) -> None:
@@ -178,7 +110,7 @@ def remove_copy(path: str) -> None:
 
 def _explain(result: AttrResult, name: str, first: str, second: str, report_dir: Path,
              options: CompareOptions) -> None:
-    result.hashes[name]["second"] = hash_path(second)
+    result.hashes[name]["second"] = nix.hash_path(second)
     found: list[Difference] = diff_trees(scan_tree(first), scan_tree(second))
     result.differences_total += len(found)
     room = MAX_LISTED_DIFFERENCES - len(result.differences)
@@ -195,32 +127,31 @@ def compare_attr(attr: str, drv: str, outputs: dict[str, str], report_dir: Path,
     result = AttrResult(attr, STATUS_BUILD_FAILED, drv=drv, outputs=dict(outputs))
     scratch = tempfile.mkdtemp(prefix="redox-ci-repro-")
     try:
-        first = _build(realise_command(drv), scratch)
+        first = nix.realise(drv, tmpdir=scratch)
         if first.returncode != 0:
-            result.error = "the build failed:\n" + log_tail(first.stderr)
+            result.error = "the build failed:\n" + nix.log_tail(first.stderr)
             return result
         stored = nar_hashes(list(outputs.values()))
         result.hashes = {name: {"first": stored.get(path), "second": None} for name, path in outputs.items()}
         for path in outputs.values():
             remove_copy(path + CHECK_SUFFIX)
-        second = _build(check_command(drv), scratch)
-        if second.returncode == 0:
+        second = nix.check_rebuild(drv, tmpdir=scratch)
+        if second.verdict is nix.Rebuild.SAME:
             result.status = STATUS_REPRODUCIBLE
             for h in result.hashes.values():
                 h["second"] = h["first"]  # Nix compared them and found them identical
             return result
-        if not is_nondeterministic(second.returncode):
-            result.error = "the second build failed:\n" + log_tail(second.stderr)
+        if second.verdict is nix.Rebuild.FAILED:
+            result.error = "the second build failed:\n" + nix.log_tail(second.log)
             return result
         result.status = STATUS_UNREPRODUCIBLE
-        named = differing_outputs(second.stderr)
         by_path = {path: name for name, path in outputs.items()}
-        for path, copy in named.items():
+        for path, copy in second.differing.items():
             if path in by_path and os.path.lexists(copy):
                 _explain(result, by_path[path], path, copy, report_dir, options)
         if not result.diffoscope:
             result.error = ("Nix found the builds different but kept no copy to compare:\n"
-                            + log_tail(second.stderr))
+                            + nix.log_tail(second.log))
         return result
     except NixError as e:
         # A Nix query failing (store trouble) spoils this attribute, not the whole night.

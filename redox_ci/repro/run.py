@@ -8,17 +8,16 @@ each comparison is a build, and a worker's cores go to that build.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import flake
+from .. import flake, nix
 from ..config import ATTR_RE, SYSTEM_RE
 from ..errors import FlakeError, UsageError
 from . import report
-from .compare import STATUS_BUILD_FAILED, AttrResult, CompareOptions, compare_attr, nix_output
+from .compare import STATUS_BUILD_FAILED, AttrResult, CompareOptions, compare_attr
 
 DEFAULT_SYSTEM = "x86_64-linux"
 # The revision of a flake with uncommitted changes: Nix gives none.
@@ -52,14 +51,9 @@ class ReproRun:
         }
 
 
-def metadata_command(ref: str) -> list[str]:
-    return ["nix", "flake", "metadata", "--json", "--no-write-lock-file", flake.check_flake_ref(ref)]
-
-
 def flake_rev(ref: str) -> str:
     """The commit the reference resolves to, shortened; ``dirty`` for a dirty tree."""
-    meta = json.loads(nix_output(metadata_command(ref), f"reading the metadata of {ref}"))
-    rev = meta.get("revision") or meta.get("locked", {}).get("rev")
+    rev = nix.flake_metadata(flake.check_flake_ref(ref)).revision
     return rev[:report.REV_CHARS] if rev else DIRTY_REV
 
 
