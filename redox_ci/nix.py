@@ -19,8 +19,9 @@ older than 2.18, the error says so. Where versions differ, it is handled here:
   failure through the daemon (``NIX_REMOTE=daemon``, any multi-user install): the daemon
   protocol does not carry the status. A ``--check`` rebuild that differs is then known
   only by Nix's message, which every version words alike.
-* ``nix derivation show``: ``inputDrvs`` values are lists of output names in old Nix and
-  ``{"outputs": [...], "dynamicOutputs": {}}`` in 2.26; both are read.
+* ``nix derivation show``: ``inputDrvs`` values are lists of output names before the
+  dynamic derivations work (2.18) and ``{"outputs": [...], "dynamicOutputs": {}}`` since;
+  both are read.
 * ``nix build --json``: ``startTime``/``stopTime`` only for what that call built (2.26).
 * ``nix flake metadata --json``: a dirty tree has ``dirtyRevision`` and no ``revision``.
 """
@@ -50,7 +51,6 @@ ERROR_TAIL_LINES = 12
 # A failed build's reason quotes the end of its log, where the builder and Nix say why.
 BUILD_LOG_TAIL_LINES = 15
 MIN_VERSION = (2, 18)
-TESTED_VERSION = (2, 26)
 INSTALL_HINT = "install Nix >= 2.18 (scripts/install.sh, the Nix installer, or NixOS)"
 
 STORE_DIR = "/nix/store"
@@ -134,13 +134,6 @@ def version_problem(version: tuple[int, int, int] | None) -> str | None:
         return None
     found = ".".join(map(str, version))
     return f"this is Nix {found}, older than 2.18, the oldest redox-ci supports; {INSTALL_HINT}"
-
-
-def require_supported(version: tuple[int, int, int] | None = None) -> None:
-    """Raise NixError if the Nix found (or ``version``) is older than 2.18."""
-    problem = version_problem(version if version is not None else nix_version())
-    if problem:
-        raise NixError(problem)
 
 
 # ---------------------------------------------------------------- running
@@ -514,11 +507,6 @@ def eval_json(installable: str, *, apply: str | None = None, what: str,
 def eval_raw(installable: str, *, apply: str | None = None, what: str,
              error: type[RedoxCIError] = NixError) -> str:
     return run(eval_raw_argv(installable, apply), what=what, error=error).stdout.strip()
-
-
-def derivations(installables: Sequence[str], *, recursive: bool = False) -> dict[str, Derivation]:
-    return parse_derivations(run(derivation_show_argv(installables, recursive=recursive),
-                                 what="nix derivation show").stdout)
 
 
 def query_outputs(drv: str, *, missing_ok: bool = True) -> list[str] | None:
