@@ -11,24 +11,21 @@ plan names is the one that is built.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
-from . import nix
+from . import names, nix
 from .errors import FlakeError
 
-# Characters a flake reference may contain. Refs come from settings, webhooks and the
-# force form, and reach Nix as one argv element, but a ref is also embedded in logs and
-# URLs, so anything outside this set is refused rather than quoted.
-FLAKE_REF_RE = re.compile(r"^[A-Za-z0-9+:/._~@%?&=,#-]+$")
 # An evaluation that takes longer is stuck on a fetch or in infinite recursion.
 EVAL_TIMEOUT_SECONDS = 1800
 
 
 def check_flake_ref(ref: str) -> str:
-    if not ref or not FLAKE_REF_RE.match(ref) or ref.startswith("-"):
-        raise FlakeError(f"not a flake reference: {ref!r}")
-    return ref
+    """``ref`` if it follows ``names.FLAKE_REF``, else a FlakeError."""
+    try:
+        return names.FLAKE_REF.check(ref)
+    except ValueError as e:
+        raise FlakeError(str(e)) from None
 
 
 def nix_string(s: str) -> str:
@@ -87,28 +84,24 @@ def evaluate(ref: str, params: EvalParams) -> dict:
                          what=f"evaluating {ref}", error=FlakeError, timeout=EVAL_TIMEOUT_SECONDS)
 
 
-# Git ref names as the force form and pollers may give them: no shell or URL
-# metacharacters, no "..", no leading "-" or "/".
-BRANCH_RE = re.compile(r"^(?!-)(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
-REVISION_RE = re.compile(r"^[0-9a-f]{7,40}$")
-
-
 def flake_ref_for(repo: str, branch: str | None = None, rev: str | None = None) -> str:
-    """The flake reference of ``repo`` (a path, git URL or flake ref) at a branch/revision."""
-    if branch and not BRANCH_RE.match(branch):
-        raise FlakeError(f"not a branch name: {branch!r}")
-    if rev and not REVISION_RE.match(rev):
-        raise FlakeError(f"not a git revision (7 to 40 hex digits): {rev!r}")
+    """The flake reference of ``repo`` (a path, git URL or flake ref) at a branch/revision.
+
+    Branch and revision follow ``names``: a revision is all 40 hex digits.
+    """
+    try:
+        branch = names.BRANCH.check(branch) if branch else None
+        rev = names.REVISION.check(rev) if rev else None
+    except ValueError as e:
+        raise FlakeError(str(e)) from None
     if repo.startswith("/"):
         base = f"git+file://{repo}"
     elif repo.startswith(("http://", "https://", "ssh://", "file://")):
         base = f"git+{repo}"
     else:
         base = repo
-    query = [f"ref={branch}"] if branch and not (rev and len(rev) == 40 and base.startswith("github:")) else []
+    query = [f"ref={branch}"] if branch and not (rev and base.startswith("github:")) else []
     if rev:
-        if len(rev) != 40:
-            raise FlakeError(f"revision {rev!r}: Nix needs the full 40-digit revision")
         query.append(f"rev={rev}")
     if not query:
         return check_flake_ref(base)

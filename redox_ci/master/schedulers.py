@@ -1,8 +1,9 @@
 """What starts a pipeline: new commits (poller, GitHub hook) and the force form.
 
 Every force-form field is checked by a regular expression before anything runs, and
-Buildbot refuses the form with the field's message when one does not match. The
-patterns end in \\Z, not $, so a trailing newline is refused too.
+Buildbot refuses the form with the field's message when one does not match. Branch,
+revision and attributes follow the rules of ``names.py``, the same the plan and the
+command line apply; the patterns end in \\Z, not $, so a trailing newline is refused too.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 from buildbot.plugins import changes, schedulers, util
 from buildbot.schedulers.forcesched import ValidationError
 
+from .. import names
 from ..config import Settings
 
 PLAN_SCHEDULER = "commits"
 FORCE_SCHEDULER = "force"
-BRANCH_PATTERN = r"^(?!-)(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}\Z"
-REVISION_PATTERN = r"^([0-9a-f]{40})?\Z"
-ATTRS_PATTERN = r"^([A-Za-z_][A-Za-z0-9_'-]*([ ,]+[A-Za-z_][A-Za-z0-9_'-]*)*)?\Z"
+BRANCH_PATTERN = names.form_regex(names.BRANCH)
+REVISION_PATTERN = names.form_regex(names.REVISION, optional=True)
+ATTRS_PATTERN = names.form_regex(names.ATTR, optional=True, separated=True)
 REASON_PATTERN = r"^[^\x00-\x1f\x7f]{0,200}\Z"
 
 
@@ -69,10 +71,11 @@ def force_scheduler(settings: Settings, builder: str, name: str = FORCE_SCHEDULE
         builderNames=[builder],
         codebases=[util.CodebaseParameter(
             codebase="",
-            branch=CheckedString("branch", "a git branch name: letters, digits, '.', '_', '-' and '/'",
+            branch=CheckedString("branch", names.BRANCH_WORDS,
                                  label="Branch", default=settings.flake.branches[0], regex=BRANCH_PATTERN),
-            revision=CheckedString("revision", "40 hex digits, or empty for the branch tip", default="",
-                                   regex=REVISION_PATTERN, label="Revision (40 hex digits; empty: the branch tip)"),
+            revision=CheckedString("revision", f"{names.REVISION_WORDS}, or empty for the branch tip", default="",
+                                   regex=REVISION_PATTERN,
+                                   label=f"Revision ({names.REVISION_WORDS}; empty: the branch tip)"),
             repository=util.FixedParameter(name="repository", default=settings.flake.repo),
             project=util.FixedParameter(name="project", default=""),
         )],
@@ -80,7 +83,7 @@ def force_scheduler(settings: Settings, builder: str, name: str = FORCE_SCHEDULE
                              default="forced from the web UI", size=40, regex=REASON_PATTERN),
         properties=[
             *system_param,
-            CheckedString("attrs", "Nix attribute names (letters, digits, '_', '-', \"'\") separated by spaces",
+            CheckedString("attrs", f"{names.ATTR_WORDS} separated by spaces",
                           label="Attributes (space separated; empty: all)", default="", size=60,
                           regex=ATTRS_PATTERN),
         ])

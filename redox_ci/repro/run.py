@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import flake, nix
-from ..config import ATTR_RE, SYSTEM_RE
+from .. import flake, names, nix
 from ..errors import FlakeError, UsageError
 from . import report
 from .compare import STATUS_BUILD_FAILED, AttrResult, CompareOptions, compare_attr
@@ -58,10 +57,10 @@ def flake_rev(ref: str) -> str:
 
 
 def check_names(attrs: list[str], system: str) -> None:
-    bad = [a for a in attrs if not ATTR_RE.match(a)]
+    bad = [a for a in attrs if not names.ATTR.fits(a)]
     if bad:
         raise UsageError(f"not attribute names: {', '.join(map(repr, bad))}")
-    if not SYSTEM_RE.match(system):
+    if not names.SYSTEM.fits(system):
         raise UsageError(f"not a system like 'x86_64-linux': {system!r}")
 
 
