@@ -10,6 +10,7 @@ whose check phase hid a failure, is judged all the same.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from . import nix
 from .cargo import judge, parse_test_output
@@ -17,12 +18,15 @@ from .errors import NixError, UsageError
 from .flake import check_flake_ref
 
 
+BuildStatus = Literal["success", "failed"]
+
+
 @dataclass
 class BuildResult:
     attr: str
     system: str
     drv: str
-    status: str  # "success" | "failed"
+    status: BuildStatus
     reason: str
     outputs: list[str]
     built_here: bool

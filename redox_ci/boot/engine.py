@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .errors import BootInterrupted, VmmNotFound
 from .markers import MILESTONES, SHELL, SUCCESS, Milestone, Reached, SerialFollower
@@ -74,11 +75,16 @@ def describe_status(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
+Verdict = Literal["pass", "fail"]
+# Why a boot failed: a kernel panic, a milestone late, the VMM gone or failing.
+Failure = Literal["panic", "timeout", "vmm-exit", "vmm-error"]
+
+
 @dataclass
 class BootResult:
     """One boot's outcome; ``to_json`` is what ``redox-ci boot --json`` prints."""
 
-    verdict: str                 # "pass" | "fail"
+    verdict: Verdict
     reason: str
     milestones: list[dict]       # [{"name", "at"}], seconds after the VMM started
     elapsed: float               # start to VM stopped
@@ -87,7 +93,7 @@ class BootResult:
     harmless: list[str]
     serial_log: str
     vmm_log: str
-    failure: str | None = None   # None | "panic" | "timeout" | "vmm-exit" | "vmm-error"
+    failure: Failure | None = None
     shell_reached: bool = False
     vmm_exit: int | None = None  # the VMM's status when it exited by itself
     verdict_after: float = 0.0   # start to verdict
@@ -314,7 +320,7 @@ def _milestone(name: str) -> Milestone:
     return next(m for m in MILESTONES if m.name == name)
 
 
-def _failure_reason(outcome: str, s: _Session, plan: FollowPlan) -> tuple[str, str]:
+def _failure_reason(outcome: str, s: _Session, plan: FollowPlan) -> tuple[Failure, str]:
     f = s.follower
     last = f.last()
     where = f"last milestone: {last.name} at {last.at:.2f} s" if last else "no milestone reached"

@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .. import nix
 from ..errors import NixError
@@ -46,6 +47,7 @@ MAX_LISTED_DIFFERENCES = 200
 STATUS_REPRODUCIBLE = "reproducible"
 STATUS_UNREPRODUCIBLE = "unreproducible"
 STATUS_BUILD_FAILED = "build-failed"
+ReproStatus = Literal["reproducible", "unreproducible", "build-failed"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class AttrResult:
     """The verdict on one attribute, with the evidence."""
 
     attr: str
-    status: str
+    status: ReproStatus
     drv: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)  # output name -> store path
     hashes: dict[str, dict] = field(default_factory=dict)  # output -> {"first", "second"}

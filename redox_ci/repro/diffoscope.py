@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..nix import shorten_error
 
@@ -42,12 +43,16 @@ HTML_PAGE_OVERHEAD_BYTES = 64 * 1024
 TRUNCATION_NOTE = "[redox-ci: report cut at {limit} bytes; raise [repro].diffoscope_max_report_bytes]"
 
 
+# What came of a diffoscope run: reports written, none needed, or why there are none.
+DiffoscopeStatus = Literal["ok", "no-difference", "missing", "timeout", "failed"]
+
+
 @dataclass
 class DiffoscopeReport:
     """What came of running diffoscope on one output; paths relative to the report dir."""
 
     output: str
-    status: str  # "ok" | "no-difference" | "missing" | "timeout" | "failed"
+    status: DiffoscopeStatus
     html: str | None = None
     text: str | None = None
     reason: str | None = None

@@ -13,6 +13,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 # Files are hashed in pieces of this size so that a multi-gigabyte disk image is never
 # held in memory at once; 1 MiB keeps the number of read calls low.
@@ -20,11 +21,16 @@ HASH_CHUNK_BYTES = 1 << 20
 ROOT = "."
 
 
+EntryKind = Literal["file", "dir", "symlink", "other"]
+# How the second build of a path differs from the first.
+DifferenceKind = Literal["added", "removed", "type", "content", "mode", "symlink"]
+
+
 @dataclass(frozen=True)
 class Entry:
     """One path of an output tree, as far as reproducibility is concerned."""
 
-    kind: str  # "file" | "dir" | "symlink" | "other"
+    kind: EntryKind
     mode: int = 0  # permission bits only; the Nix store keeps 0444/0555 and 0555 dirs
     size: int = 0
     sha256: str | None = None  # files only
@@ -36,7 +42,7 @@ class Difference:
     """One way in which the second build of ``path`` is not the first."""
 
     path: str  # relative to the output, "." for the output itself
-    kind: str  # "added" | "removed" | "type" | "content" | "mode" | "symlink"
+    kind: DifferenceKind
     detail: str
 
     def to_json(self) -> dict:
