@@ -11,7 +11,6 @@ Exit 0 when the boot passed, 1 when it failed, 2 on a usage or configuration err
 from __future__ import annotations
 
 import argparse
-import os
 
 from typing import TYPE_CHECKING
 
@@ -47,9 +46,10 @@ def register(sub) -> None:
 
 
 def load_boot_settings(explicit: str | None) -> BootSettings:
-    from ..config import SETTINGS_ENV, BootSettings
-    path = explicit or os.environ.get(SETTINGS_ENV)
-    return BootSettings.from_file(path) if path else BootSettings()
+    """The ``[boot]`` table alone: a worker needs no other."""
+    from ..config import BootSettings
+    from ..settings_file import given_path, load_table
+    return load_table(BootSettings, given_path(explicit))
 
 
 def handle(args: argparse.Namespace) -> Outcome:

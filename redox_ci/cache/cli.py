@@ -9,13 +9,11 @@ profile, instance role.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
 from ..outcome import Outcome
 from . import localserver
 
@@ -30,36 +28,13 @@ OVERRIDES = {"bucket": "bucket", "endpoint_url": "endpoint_url", "region": "regi
              "prefix": "prefix", "compression": "compression", "parallelism": "upload_parallelism"}
 
 
-def load_cache_settings(path: str | os.PathLike | None) -> CacheSettings:
-    """The ``[cache]`` section alone (a worker needs nothing else), relative paths resolved."""
-    from pydantic import ValidationError
-
-    from ..config import CacheSettings, _format_errors, _read_toml
-    if path is None:
-        return CacheSettings()
-    p = Path(path).resolve()
-    data = _read_toml(p, "settings").get("cache", {})
-    try:
-        settings = CacheSettings.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(p, e, prefix="cache.")) from None
-    if settings.secret_key_file and not Path(settings.secret_key_file).expanduser().is_absolute():
-        resolved = str((p.parent / settings.secret_key_file).resolve())
-        settings = settings.model_copy(update={"secret_key_file": resolved})
-    return settings
-
-
 def settings_from_args(args: argparse.Namespace) -> CacheSettings:
-    from pydantic import ValidationError
-
-    from ..config import SETTINGS_ENV, CacheSettings, _format_errors
-    path = args.settings or os.environ.get(SETTINGS_ENV) or None
-    base = load_cache_settings(path)
+    """The ``[cache]`` table alone (a worker needs nothing else), then the flags over it."""
+    from ..config import CacheSettings
+    from ..settings_file import given_path, load_table, validate
+    base = load_table(CacheSettings, given_path(args.settings))
     flags = {field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag) is not None}
-    try:
-        return CacheSettings.model_validate({**base.model_dump(), **flags})
-    except ValidationError as e:
-        raise ConfigError(_format_errors(Path("command line"), e, prefix="--")) from None
+    return validate(CacheSettings, {**base.model_dump(), **flags}, "command line", prefix="--")
 
 
 def size(n: int) -> str:

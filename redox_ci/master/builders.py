@@ -13,7 +13,8 @@ from buildbot.plugins import util
 from buildbot.process.results import SKIPPED
 from buildbot.process.build import Build
 
-from ..config import LoadedSettings, Secrets
+from ..config import LoadedSettings
+from ..secrets_file import Secrets
 from ..plan import OTHER_STAGE
 from . import steps as redox_steps
 from .boot import TriggerBoots, boot_builder_configs, boot_builders

@@ -140,8 +140,8 @@ def handle(args: argparse.Namespace) -> Outcome:
 
 def _upload_target(settings_file: str):
     """The cache settings to upload to; checked before anything is built."""
-    from ..config import load_settings
-    cache = load_settings(settings_file, with_workers=False).settings.cache
+    from ..settings_file import load
+    cache = load(settings_file, workers=False).settings.cache
     if not cache.enabled:
         raise UsageError(f"--upload {settings_file}: [cache] is not enabled, so there is no bucket for reports")
     return cache
