@@ -21,7 +21,8 @@ stored one. Why this and not the alternatives:
 
 With a local store the kept build directory goes to a scratch ``TMPDIR`` that is
 removed afterwards; the daemon keeps it in its own temporary directory, out of our
-reach. The ``.check`` copy is removed after diffoscope unless asked to keep it.
+reach. The ``.check`` copy is removed after diffoscope unless asked to keep it, where
+the worker may remove it (``remove_copy``).
 """
 
 from __future__ import annotations
@@ -97,17 +98,22 @@ def nar_hashes(paths: list[str]) -> dict[str, str]:
     return {path: info.nar_hash for path, info in nix.path_info(paths).items() if info and info.nar_hash}
 
 
-def remove_copy(path: str) -> None:
-    """Remove a ``.check`` copy: store files are read-only, so make dirs writable first."""
+def remove_copy(path: str) -> bool:
+    """Remove a ``.check`` copy if we may: store files are read-only, so make dirs writable
+    first. The daemon's copy belongs to root; a worker user cannot remove it and leaves it
+    (Nix replaces it at the next check of that derivation, the garbage collector removes
+    it). Returns whether the copy is gone."""
     p = Path(path)
-    if not p.exists() and not p.is_symlink():
-        return
-    if p.is_dir() and not p.is_symlink():
-        for dirpath, _, _ in os.walk(p):
-            os.chmod(dirpath, 0o755)
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        p.unlink(missing_ok=True)
+    try:
+        if p.is_dir() and not p.is_symlink():
+            for dirpath, _, _ in os.walk(p):
+                os.chmod(dirpath, 0o755)
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    except PermissionError:
+        return False
+    return not os.path.lexists(p)
 
 
 def _explain(result: AttrResult, name: str, first: str, second: str, report_dir: Path,
