@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, UsageError
@@ -37,10 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(path: str | None):
-    from .config import load_settings
-    if path or os.environ.get("REDOX_CI_SETTINGS"):
-        return load_settings(path, with_workers=False)
-    return None
+    from .settings_file import given_path, load
+    given = given_path(path)
+    return load(given, workers=False) if given else None
 
 
 def _cache_lookup(loaded):
@@ -53,7 +51,7 @@ def _cache_lookup(loaded):
 
 
 def _cache_credentials(loaded) -> dict | None:
-    from .config import load_secrets
+    from .secrets_file import load_secrets
     try:
         return load_secrets(loaded).cache_credentials()
     except ConfigError:
@@ -62,19 +60,20 @@ def _cache_credentials(loaded) -> dict | None:
 
 def run_plan(args) -> Outcome:
     from . import flake as flake_mod
-    from .config import SYSTEM_RE, PlanSettings
-    from .plan import build_plan, parse_attr_list
+    from . import names
+    from .config import PlanSettings
+    from .plan import build_plan
     loaded = _settings(args.settings)
     plan_settings = loaded.settings.plan if loaded else PlanSettings()
     if args.systems:
         systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-        bad = [s for s in systems if not SYSTEM_RE.match(s)]
+        bad = [s for s in systems if not names.SYSTEM.fits(s)]
         if bad or not systems:
             raise UsageError(f"--systems: not systems: {bad or args.systems!r}")
     else:
         systems = list(loaded.settings.flake.systems) if loaded else ["x86_64-linux", "aarch64-linux"]
     try:
-        only = parse_attr_list(args.attrs)
+        only = names.parse_attrs(args.attrs)
     except ValueError as e:
         raise UsageError(f"--attrs: {e}") from None
     params = flake_mod.EvalParams(tuple(systems), tuple(plan_settings.checks), tuple(plan_settings.runners))
@@ -90,7 +89,7 @@ def human_plan(plan: Plan) -> str:
         tests = " tests" + (" (forced on)" if j.checks_forced else "") if j.checks else ""
         why = f"  - {j.reason}" if j.reason and j.status != "build" else ""
         lines.append(f"  {j.status:8} {j.stage:16} {j.system:14} {j.attr}{tests}{why}")
-    ignored = sorted({f"{i['attr']} ({i['reason']})" for i in plan.ignored})
+    ignored = sorted({f"{i.attr} ({i.reason})" for i in plan.ignored})
     if ignored:
         lines.append("  not built: " + ", ".join(ignored))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ from buildbot.process.results import FAILURE, SUCCESS
 
 from ..config import LoadedSettings
 from ..nix import realise_paths_argv
-from .steps import WORKER_SETTINGS, RedoxCiStep, TriggerStage, one_line, settings_download
+from ..plan import Job, JobStatus, Plan
+from .steps import WORKER_SETTINGS, RedoxCiStep, StageJob, TriggerStage, one_line, planned, settings_download
 from .workers import host_of, names_for
 
 BOOT_STAGE = "boot"
@@ -29,13 +30,14 @@ def boot_builder_name(system: str, vmm: str) -> str:
     return f"{system}/boot-{vmm}"
 
 
-def boot_jobs(plan: dict, image_attr: str, bootloader_attr: str) -> list[dict]:
+def boot_jobs(plan: Plan, image_attr: str, bootloader_attr: str) -> list[StageJob]:
     """One boot job per system whose plan has the disk image, per VMM.
 
-    Pure: from the plan's JSON to job dicts for TriggerStage.
+    Pure: from the plan to the jobs TriggerStage starts.
     """
-    by_key = {(j["system"], j["attr"]): j for j in plan.get("jobs", [])}
-    systems = list(dict.fromkeys(j["system"] for j in plan.get("jobs", [])))
+    by_key = {(j.system, j.attr): j for j in plan.jobs}
+    systems = list(dict.fromkeys(j.system for j in plan.jobs))
+    ready = (JobStatus.BUILD, JobStatus.CACHED)
     jobs = []
     for system in systems:
         image = by_key.get((system, image_attr))
@@ -43,19 +45,18 @@ def boot_jobs(plan: dict, image_attr: str, bootloader_attr: str) -> list[dict]:
             continue  # a forced subset without the image: nothing to boot
         loader = by_key.get((system, bootloader_attr))
         for vmm, capability in VMMS:
-            status, reason = "build", ""
-            if image["status"] not in ("build", "cached"):
-                status, reason = "skipped", f"no disk image: {image['reason']}"
-            elif vmm == "qemu" and (loader is None or loader["status"] not in ("build", "cached")):
-                status, reason = "skipped", f"no {bootloader_attr} for {system}, which QEMU boots"
-            jobs.append({
-                "attr": f"boot-{vmm}", "system": system, "stage": BOOT_STAGE, "drv": None,
-                "checks": False, "status": status, "reason": reason,
-                "route": f"{system}/{vmm}",
-                "no_worker": f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
-                "extra": {"vmm": vmm, "image_paths": image.get("outputs", []),
-                          "bootloader_paths": (loader or {}).get("outputs", [])},
-            })
+            status, reason = JobStatus.BUILD, ""
+            if image.status not in ready:
+                status, reason = JobStatus.SKIPPED, f"no disk image: {image.reason}"
+            elif vmm == "qemu" and (loader is None or loader.status not in ready):
+                status, reason = JobStatus.SKIPPED, f"no {bootloader_attr} for {system}, which QEMU boots"
+            jobs.append(StageJob(
+                Job(f"boot-{vmm}", system, BOOT_STAGE, None, False, status, reason),
+                route=f"{system}/{vmm}",
+                no_worker=f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
+                extra={"vmm": vmm, "image_paths": list(image.outputs),
+                       "bootloader_paths": list(loader.outputs) if loader else []},
+            ))
     return jobs
 
 
@@ -65,8 +66,8 @@ class TriggerBoots(TriggerStage):
         self.image_attr, self.bootloader_attr = image_attr, bootloader_attr
         super().__init__(BOOT_STAGE, job_schedulers, report_scheduler, **kwargs)
 
-    def stage_jobs(self) -> list[dict]:
-        return boot_jobs(self.getProperty("plan") or {}, self.image_attr, self.bootloader_attr)
+    def stage_jobs(self) -> list[StageJob]:
+        return boot_jobs(planned(self), self.image_attr, self.bootloader_attr)
 
 
 @util.renderer

@@ -11,8 +11,9 @@ from __future__ import annotations
 from buildbot.plugins import schedulers, steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
-from ..config import LoadedSettings, Secrets
-from ..plan import parse_attr_list
+from .. import names
+from ..config import LoadedSettings
+from ..secrets_file import Secrets
 from ..repro.cli import command_line
 from . import schedulers as redox_schedulers
 from .steps import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, cache_env, one_line, settings_download
@@ -31,7 +32,7 @@ def repro_args(loaded: LoadedSettings):
 
     @util.renderer
     def render(props):
-        attrs = parse_attr_list(props.getProperty("attrs") or "") or None
+        attrs = names.parse_attrs(props.getProperty("attrs") or "") or None
         args = command_line(settings.repro, props.getProperty("flake_ref"), report_dir=report_dir(props),
                             attrs=attrs, program=[])
         if settings.cache.enabled:

@@ -10,7 +10,8 @@ Nix's build log, errors) is the step's log. Also here: what several builders sha
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from buildbot.plugins import steps, util
 from buildbot.process import buildstep
@@ -19,9 +20,11 @@ from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WAR
 
 from ..errors import FlakeError
 from ..flake import flake_ref_for
+from ..plan import Job, JobStatus, Plan
 
 if TYPE_CHECKING:
-    from ..config import LoadedSettings, Secrets
+    from ..config import LoadedSettings
+    from ..secrets_file import Secrets
 
 # Settings file that steps download to the worker, beside the build.
 WORKER_SETTINGS = "redox-ci-settings.toml"
@@ -128,28 +131,54 @@ class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep)
 
 
 class PlanStep(RedoxCiStep):
-    """Evaluate the flake once; the plan becomes the ``plan`` property."""
+    """Evaluate the flake once; the plan (``Plan.to_json``) becomes the ``plan`` property."""
 
     async def interpret(self, data: dict, rc: int) -> int:
-        summary = data.get("summary", {})
-        self.setProperty("plan", data, "PlanStep")
+        plan = Plan.from_json(data)
+        summary = plan.summary()
+        self.setProperty("plan", plan.to_json(), "PlanStep")
         await self.addCompleteLog("plan", "\n".join(
-            f"{j['status']:8} {j['stage']:16} {j['system']:14} {j['attr']}"
-            + (f"  - {j['reason']}" if j["reason"] else "") for j in data["jobs"]))
+            f"{j.status:8} {j.stage:16} {j.system:14} {j.attr}"
+            + (f"  - {j.reason}" if j.reason else "") for j in plan.jobs))
         self._summary = "plan: " + ", ".join(f"{n} {s}" for s, n in summary.items() if n)
-        return WARNINGS if summary.get("failed") else SUCCESS
+        return WARNINGS if summary[JobStatus.FAILED] else SUCCESS
 
 
-def job_properties(job: dict, flake: str) -> dict:
+def planned(step: buildstep.BuildStep) -> Plan:
+    """The ``plan`` property PlanStep set (an empty plan before it)."""
+    data = step.getProperty("plan")
+    return Plan.from_json(data) if data else Plan("", [])
+
+
+@dataclass(frozen=True)
+class StageJob:
+    """A job as a stage step starts it.
+
+    ``route`` picks its scheduler (its system; ``<system>/<vmm>`` for a boot),
+    ``no_worker`` is the reason it is skipped when no worker takes that route, and
+    ``extra`` holds more properties for its build.
+    """
+
+    job: Job
+    route: str
+    no_worker: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, job: Job) -> StageJob:
+        return cls(job, job.system, f"no worker builds {job.system}")
+
+
+def job_properties(job: Job, flake: str, extra: dict[str, Any] | None = None) -> dict:
     return {
-        "attr": job["attr"], "system": job["system"], "stage": job["stage"], "drv": job["drv"] or "",
-        "checks": job["checks"], "checks_forced": job.get("checks_forced", False),
-        "outputs": job.get("outputs", []), "job_status": job["status"], "job_reason": job["reason"],
+        "attr": job.attr, "system": job.system, "stage": job.stage, "drv": job.drv or "",
+        "checks": job.checks, "checks_forced": job.checks_forced,
+        "outputs": list(job.outputs), "job_status": job.status.value, "job_reason": job.reason,
         "flake": flake,
         # Each attribute shows as a builder of its own in the web UI, with its own history.
-        "virtual_builder_name": f"{job['system']}.{job['attr']}",
-        "virtual_builder_tags": [job["system"], job["stage"]],
-        **job.get("extra", {}),
+        "virtual_builder_name": job.name,
+        "virtual_builder_tags": [job.system, job.stage],
+        **(extra or {}),
     }
 
 
@@ -165,7 +194,7 @@ class TriggerStage(steps.Trigger):
 
     def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str, **kwargs):
         self.stage = stage
-        # A job's route (its "route" key, else its system) -> scheduler name.
+        # A job's route (StageJob.route) -> scheduler name.
         self.job_schedulers = job_schedulers
         self.report_scheduler = report_scheduler
         names = sorted(set(job_schedulers.values()) | {report_scheduler})
@@ -174,31 +203,31 @@ class TriggerStage(steps.Trigger):
                          doStepIf=lambda step: bool(step.stage_jobs()),
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
-    def stage_jobs(self) -> list[dict]:
-        plan = self.getProperty("plan") or {}
-        return [j for j in plan.get("jobs", []) if j["stage"] == self.stage]
+    def stage_jobs(self) -> list[StageJob]:
+        return [StageJob.of(j) for j in planned(self).jobs if j.stage == self.stage]
 
-    def cached_jobs(self) -> list[dict]:
-        return [j for j in self.stage_jobs() if j["status"] == "cached"]
+    def cached_jobs(self) -> list[Job]:
+        return [s.job for s in self.stage_jobs() if s.job.status == JobStatus.CACHED]
 
     async def run(self):
         cached = self.cached_jobs()
         if cached:
-            await self.addCompleteLog("cached", "\n".join(f"{j['system']}.{j['attr']}" for j in cached))
+            await self.addCompleteLog("cached", "\n".join(j.name for j in cached))
         return await super().run()
 
     def getSchedulersAndProperties(self):
         flake = self.getProperty("flake_ref") or ""
         out = []
-        for job in self.stage_jobs():
-            if job["status"] == "cached":
+        for s in self.stage_jobs():
+            job = s.job
+            if job.status == JobStatus.CACHED:
                 continue
-            sched = self.job_schedulers.get(job.get("route", job["system"]))
-            if job["status"] == "build" and sched is None:
-                job = {**job, "status": "skipped", "reason": job.get("no_worker", f"no worker builds {job['system']}")}
-            if job["status"] != "build":
+            sched = self.job_schedulers.get(s.route)
+            if job.status == JobStatus.BUILD and sched is None:
+                job = replace(job, status=JobStatus.SKIPPED, reason=s.no_worker)
+            if job.status != JobStatus.BUILD:
                 sched = self.report_scheduler
-            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake),
+            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake, s.extra),
                         "unimportant": False})
         return out
 
@@ -290,7 +319,7 @@ class ReportJob(buildstep.BuildStep):
         status = self.getProperty("job_status")
         reason = self.getProperty("job_reason")
         self._summary = one_line(f"{self.getProperty('attr')}: {reason}")
-        if status == "skipped":
+        if status == JobStatus.SKIPPED:
             # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
             self.build.results = SKIPPED
             return SKIPPED
