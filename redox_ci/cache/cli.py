@@ -9,7 +9,6 @@ profile, instance role.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -68,13 +67,13 @@ def do_push(args: argparse.Namespace) -> Outcome:
     from .push import push
     result = push(settings_from_args(args), args.store_paths, signing_key_file=args.signing_key,
                   stage_dir=args.stage_dir)
-    return Outcome(asdict(result), human_push)
+    return Outcome(result.to_json(), human_push)
 
 
 def do_status(args: argparse.Namespace) -> Outcome:
     from .status import status
     result = status(settings_from_args(args), args.store_paths)
-    return Outcome(asdict(result), human_status, 0 if result.complete else 1)
+    return Outcome(result.to_json(), human_status, 0 if result.complete else 1)
 
 
 def do_keygen(args: argparse.Namespace) -> Outcome:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import CacheSettings
@@ -26,7 +26,7 @@ CONTENT_TYPES = {".narinfo": "text/x-nix-narinfo", "": "text/x-nix-cache-info"}
 
 @dataclass
 class PushResult:
-    """What a push did; ``asdict`` of it is the JSON ``cache push --json`` prints."""
+    """What a push did; ``to_json`` is what ``cache push --json`` prints."""
 
     bucket: str
     pushed: list[str] = field(default_factory=list)
@@ -40,6 +40,9 @@ class PushResult:
     upload_seconds: float = 0.0
     public_key: str = ""
     substituter: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..config import CacheSettings
 from .push import cached_paths, substituter_url
@@ -10,6 +10,8 @@ from .push import cached_paths, substituter_url
 
 @dataclass
 class CacheStatus:
+    """Which paths the bucket holds; ``to_json`` is what ``cache status --json`` prints."""
+
     bucket: str
     substituter: str
     cached: list[str] = field(default_factory=list)
@@ -18,6 +20,9 @@ class CacheStatus:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def status(settings: CacheSettings, store_paths: list[str], credentials: dict | None = None) -> CacheStatus:
