@@ -29,8 +29,10 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from repro_support import CLI, make_repro_flake  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from repro_support import make_repro_flake  # noqa: E402
+from tests.support import CLI  # noqa: E402
 
 from redox_ci.nix import FLAKE_FEATURES  # noqa: E402
 

@@ -7,22 +7,16 @@ with its build script, so the tests boot exactly what the fixture flake ships.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import wait_for
+from tests.support import requires, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = ROOT / "fixtures" / "boot" / "transcripts"
 STUB_BUILD = ROOT / "fixtures" / "redox-flake" / "bootstub" / "build.sh"
 FAKE_CH_DIR = Path(__file__).resolve().parent / "boot" / "bin"
 EFI_NAMES = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
-# The redox-ci command, run by this interpreter whatever is on PATH.
-REDOX_CI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main(sys.argv[1:]))"]
 # Bounds for the tests' own waiting (never asserted on): generous for a loaded 2-core host.
 WAIT_S = 60.0
 WAIT_STEP_S = 0.02
@@ -33,9 +27,7 @@ def transcript(name: str) -> Path:
 
 
 def require_clang() -> None:
-    missing = [t for t in ("clang", "lld-link") if not shutil.which(t)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/install.sh installs clang lld)")
+    requires("clang", "lld-link", hint="scripts/install.sh installs clang lld")
 
 
 def build_stub(dest: Path, arch: str = "x86_64", scenario: str = "pass") -> Path:
@@ -116,9 +108,7 @@ def make_esp_image(path: Path, efi: Path) -> Path:
 
     Cloud Hypervisor has no -kernel: its firmware boots the disk, as it boots redox.img.
     """
-    missing = [t for t in ("mkfs.fat", "mmd", "mcopy") if not shutil.which(t)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/install.sh installs dosfstools mtools)")
+    requires("mkfs.fat", "mmd", "mcopy", hint="scripts/install.sh installs dosfstools mtools")
     subprocess.run(["mkfs.fat", "-C", "-n", "REDOXESP", str(path), "4096"], check=True, capture_output=True)
     subprocess.run(["mmd", "-i", str(path), "::/EFI", "::/EFI/BOOT"], check=True)
     subprocess.run(["mcopy", "-i", str(path), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], check=True)

@@ -12,11 +12,9 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -31,14 +29,11 @@ from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.cache.narinfo import NARINFO_SUFFIX, parse_narinfo
 from redox_ci.fixture import install_busybox
 from redox_ci.nix import nix_env
+from tests.support import requires
 
 # Hop-by-hop headers the proxy must not copy from one connection to the other.
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 UPSTREAM_TIMEOUT = 60
-# The console script's entry point, run with this interpreter.
-CLI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main())"]
-# A hung command fails its test (and is killed) instead of blocking the suite.
-CLI_TIMEOUT = 180
 NO_SUCH_BUCKET_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchBucket</Code>'
                        b'<Message>The specified bucket does not exist</Message></Error>')
 ACCESS_DENIED_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
@@ -315,12 +310,6 @@ def upstream_of(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``redox-ci ARGS`` in a child process, as a Buildbot step runs it."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=CLI_TIMEOUT,
-                          env=env if env is not None else dict(os.environ))
-
-
 def cli_env(credentials: dict) -> dict[str, str]:
     """The environment boto3's chain reads credentials from, with nothing else from AWS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -344,8 +333,7 @@ SMALL_CLOSURE = [("docs", 64, True), ("blob", 32, False)]
 
 @pytest.fixture(scope="module")
 def s3_server():
-    if not shutil.which("nix"):
-        pytest.skip("nix is not installed (scripts/install.sh installs nix-bin)")
+    requires("nix")
     with LocalS3Server(bucket="redox-ci-test") as server:
         yield server
 

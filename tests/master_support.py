@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import require_nix, wait_for
+from tests.support import requires, wait_for
 
 from redox_ci.config import WorkerSpec
 from redox_ci.fixture import commit_all, make_fixture_repo
@@ -66,9 +66,7 @@ def free_port() -> int:
 
 
 def require_buildbot():
-    for tool in ("buildbot", "buildbot-worker", "nix", "git"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed (scripts/install.sh installs it)")
+    requires("buildbot", "buildbot-worker", "nix", "git")
 
 
 @dataclass
@@ -229,7 +227,6 @@ def running_master(tmp_path_factory, name: str, edit_flake=None, **setup_kwargs)
 
     ``edit_flake(text) -> text`` changes the fixture's flake.nix before the master starts.
     """
-    require_nix()
     require_buildbot()
     tmp = tmp_path_factory.mktemp(name)
     repo = tmp / "redox-flake"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from redox_ci.fixture import REPRO_FIXTURE, commit_all, make_fixture_repo
@@ -36,26 +32,6 @@ def make_repro_flake(dest: Path, salt: str | None = None, work: int | None = Non
             (dest / "work").write_text(f"{work}\n")
         commit_all(dest, f"salt {salt}, work {work}")
     return dest
-
-
-# The redox-ci command, started the way its console script starts it (the PATH of
-# some tests has no redox-ci on it).
-CLI = [sys.executable, "-c", "import sys; from redox_ci.cli import main; sys.exit(main())"]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``redox-ci ARGS`` in a child process, as a Buildbot step runs it."""
-    return subprocess.run([*CLI, *args], capture_output=True,
-                          text=True, env=env if env is not None else dict(os.environ), cwd=cwd)
-
-
-def run_json(*args: str, **kwargs) -> tuple[int, dict]:
-    proc = run_cli(*args, "--json", **kwargs)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    try:
-        return proc.returncode, json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        raise AssertionError(f"no JSON on stdout (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
 
 
 def by_attr(summary: dict) -> dict[str, dict]:

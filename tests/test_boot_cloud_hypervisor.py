@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from boot_support import (FAKE_CH_DIR, REDOX_CI, assert_vm_gone, build_stub, fake_ch_env,
-                          make_esp_image, make_image, transcript)
+from boot_support import (FAKE_CH_DIR, assert_vm_gone, build_stub, fake_ch_env, make_esp_image, make_image,
+                          transcript)
 from redox_ci.boot.errors import FirmwareNotFound
 from redox_ci.boot.run import BootRequest, boot
 from redox_ci.boot.vmm import find_firmware, host_system, kvm_status
 from redox_ci.config import BootSettings
+from tests.support import CLI
+
+pytestmark = pytest.mark.e2e
 
 
 def require_kvm() -> None:
@@ -73,7 +76,7 @@ def test_stand_in_refuses_a_wrong_command_line(tmp_path):
 
 def test_without_kvm_the_reason_is_clear(tmp_path):
     other = "aarch64-linux" if host_system() == "x86_64-linux" else "x86_64-linux"
-    p = subprocess.run([*REDOX_CI, "boot", "--vmm", "cloud-hypervisor", "--system", other,
+    p = subprocess.run([*CLI, "boot", "--vmm", "cloud-hypervisor", "--system", other,
                         "--image", str(make_image(tmp_path / "redox.img"))], capture_output=True, text=True)
     assert p.returncode == 2
     assert "Cloud Hypervisor needs KVM, but KVM cannot run" in p.stderr and "Traceback" not in p.stderr

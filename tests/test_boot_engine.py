@@ -11,12 +11,14 @@ import subprocess
 
 import pytest
 
-from boot_support import (REDOX_CI, alive, assert_vm_gone, children, group_members, transcript,
-                          wait_until)
+from boot_support import alive, assert_vm_gone, children, group_members, transcript, wait_until
 from redox_ci.boot import engine
 from redox_ci.boot.run import replay
 from redox_ci.boot.replay import write_transcript
 from redox_ci.config import BootSettings
+from tests.support import CLI
+
+pytestmark = pytest.mark.unit
 
 # Long enough that a verdict reached by timing out instead of by reading the marker
 # would show up as failure == "timeout" (and as a very slow test), not as a pass.
@@ -147,7 +149,7 @@ def test_an_exception_while_following_still_stops_the_vm(tmp_path, monkeypatch):
 
 def _boot_cli(tmp_path, name, *extra):
     return subprocess.Popen(
-        [*REDOX_CI, "boot", "--replay", str(transcript(name)),
+        [*CLI, "boot", "--replay", str(transcript(name)),
          "--serial-log", str(tmp_path / "serial.log"), "--vmm-log", str(tmp_path / "vmm.log"), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -177,7 +179,7 @@ def test_sigkill_to_redox_ci_still_kills_the_vm(tmp_path):
 
 
 def test_cli_json_and_exit_codes(tmp_path):
-    ok = subprocess.run([*REDOX_CI, "boot", "--replay", str(transcript("clean")),
+    ok = subprocess.run([*CLI, "boot", "--replay", str(transcript("clean")),
                          "--json", "--serial-log", str(tmp_path / "s.log"), "--vmm-log", str(tmp_path / "v.log")],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -186,7 +188,7 @@ def test_cli_json_and_exit_codes(tmp_path):
             "serial_log", "vmm_log"} <= set(data)
     assert data["verdict"] == "pass" and data["accel"] is None
     assert data["milestones"][2]["name"] == "boot-complete"
-    failed = subprocess.run([*REDOX_CI, "boot", "--replay", str(transcript("panic")),
+    failed = subprocess.run([*CLI, "boot", "--replay", str(transcript("panic")),
                              "--serial-log", str(tmp_path / "s.log"), "--vmm-log", str(tmp_path / "v.log")],
                             capture_output=True, text=True)
     assert failed.returncode == 1
@@ -202,7 +204,7 @@ def test_cli_json_and_exit_codes(tmp_path):
 def test_bad_transcript_is_a_usage_error(tmp_path, lines, message):
     t = tmp_path / "bad.jsonl"
     t.write_text("\n".join(lines))
-    p = subprocess.run([*REDOX_CI, "boot", "--replay", str(t)],
+    p = subprocess.run([*CLI, "boot", "--replay", str(t)],
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert message in p.stderr and "Traceback" not in p.stderr
@@ -210,7 +212,7 @@ def test_bad_transcript_is_a_usage_error(tmp_path, lines, message):
 
 def test_cli_usage_errors(tmp_path):
     def cli(*args):
-        return subprocess.run([*REDOX_CI, "boot", *args],
+        return subprocess.run([*CLI, "boot", *args],
                               capture_output=True, text=True)
     missing = cli("--image", str(tmp_path / "nope.img"), "--bootloader", str(tmp_path))
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -10,6 +10,8 @@ from boot_support import transcript
 from redox_ci.boot.engine import FollowPlan, deadline_for
 from redox_ci.boot.markers import Reached, SerialFollower
 
+pytestmark = pytest.mark.unit
+
 HARMLESS = ("WARN - Failed to locate Outputs", "invalid virtio register dword read: 0xc",
             "smolnetd: no network adapter found")
 

@@ -11,11 +11,13 @@ import subprocess
 
 import pytest
 
-from boot_support import REDOX_CI, assert_vm_gone, build_stub, make_image
-from conftest import require_nix
+from boot_support import assert_vm_gone, build_stub, make_image
 from redox_ci.boot.run import BootRequest, boot
 from redox_ci.boot.vmm import QEMU_BINARY, find_binary, host_system, kvm_status
 from redox_ci.config import BootSettings
+from tests.support import CLI, requires
+
+pytestmark = pytest.mark.e2e
 
 STUB_BANNER = b"Redox OS Bootloader (redox-ci stub)"
 KVM_FALLBACK_NOTE = "KVM is there but QEMU could not use it"
@@ -91,13 +93,13 @@ def test_aarch64_boots_on_aavmf(tmp_path, stubs):
 
 
 def test_fixture_flake_outputs_boot_through_the_cli(fixture_repo, tmp_path):
-    require_nix()
+    requires("nix")
     require_qemu("x86_64-linux")
     built = subprocess.run(["nix", "build", "--no-link", "--json", f"{fixture_repo}#bootloader",
                             f"{fixture_repo}#diskImage"], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     bootloader, disk_image = (b["outputs"]["out"] for b in json.loads(built.stdout))
-    p = subprocess.run([*REDOX_CI, "boot", "--vmm", "qemu", "--image", disk_image, "--bootloader", bootloader,
+    p = subprocess.run([*CLI, "boot", "--vmm", "qemu", "--image", disk_image, "--bootloader", bootloader,
                         "--serial-log", str(tmp_path / "serial.log"), "--vmm-log", str(tmp_path / "vmm.log"),
                         "--json"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr + p.stdout

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from boot_support import REDOX_CI, make_image
+from boot_support import make_image
 from redox_ci.boot.errors import FirmwareNotFound, ImageError, VmmUnavailable
 from redox_ci.boot.run import BootRequest, boot, prepare_disk
 from redox_ci.boot.vmm import (Firmware, choose_accel, cloud_hypervisor_argv, find_firmware,
                                host_system, kvm_status, qemu_argv, resolve_bootloader, resolve_image)
+from tests.support import CLI
+
+pytestmark = pytest.mark.unit
 
 # The flake's boot test (nix/pkgs/infrastructure/boot-test.nix), word for word.
 FLAKE_QEMU = """qemu-system-x86_64 -M pc -cpu qemu64 -m 1024 -smp 2 -serial file:SERIAL
@@ -141,7 +144,7 @@ def test_request_errors_are_usage_errors(tmp_path):
 
 
 def test_probe_json():
-    p = subprocess.run([*REDOX_CI, "boot", "--probe", "--json"],
+    p = subprocess.run([*CLI, "boot", "--probe", "--json"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
+import pytest
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "redox_ci", *args], capture_output=True, text=True)
+from tests.support import run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 def planned(repo, attr):

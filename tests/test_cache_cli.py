@@ -9,19 +9,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from cache_support import (  # noqa: F401  (fixtures)
-    CLI, SMALL_CLOSURE, build_closure, cache_settings, clean_proxy, cli_env, parse_json_line, proxy, run_cli,
-    s3_client, s3_server, signing_key, store_closure,
+    SMALL_CLOSURE, build_closure, cache_settings, clean_proxy, cli_env, parse_json_line, proxy, s3_client,
+    s3_server, signing_key, store_closure,
 )
 from redox_ci.cache.keys import read_signing_key
 from redox_ci.cache.localserver import READY_FILE, LocalS3Server
 from redox_ci.errors import UsageError
+from tests.support import CLI, run_cli, wait_for
+
+pytestmark = pytest.mark.e2e
 
 MISSING = "/nix/store/0000000000000000000000000000000z-never-built"
 SECRET_ACCESS = "s3cr3t-value-that-must-never-be-printed"
@@ -152,11 +154,10 @@ def test_keygen(tmp_path):
 
 
 def _wait_ready(state: Path, proc: subprocess.Popen) -> dict:
-    deadline = time.monotonic() + 60
-    while not (state / READY_FILE).exists():
+    def ready() -> bool:
         assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+        return (state / READY_FILE).exists()
+    wait_for("the server to start", ready, 60, step=0.05)
     return json.loads((state / READY_FILE).read_text())
 
 

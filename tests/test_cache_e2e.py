@@ -16,6 +16,8 @@ from redox_ci.cache.status import status
 from redox_ci.cache.keys import generate_keypair
 from redox_ci.cache.narinfo import hash_part, narinfo_key, parse_narinfo
 
+pytestmark = pytest.mark.e2e
+
 MISSING = "/nix/store/0000000000000000000000000000000z-never-built"
 
 

@@ -17,6 +17,8 @@ from cache_support import (  # noqa: F401  (fixtures)
 from redox_ci.cache.push import push
 from redox_ci.cache.errors import AccessDenied, BucketNotFound, PushFailed
 
+pytestmark = pytest.mark.e2e
+
 # Few enough failures that botocore's default attempts (8) always get through.
 TRANSIENT_FAILURES = 3
 

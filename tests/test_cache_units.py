@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from conftest import require_nix
+from tests.support import requires
 from redox_ci.cache import errors as E
 from redox_ci.cache.cli import settings_from_args, size
 from redox_ci.cache.keys import parse_secret_key, public_key_of, read_signing_key
@@ -21,6 +21,8 @@ from redox_ci.cache.stage import Staged, StagedPath, check_staged, stage_url
 from redox_ci.config import CacheSettings
 from redox_ci.errors import ConfigError
 from redox_ci.nix import copy_argv, generate_secret_key, public_key, sign_argv
+
+pytestmark = pytest.mark.unit
 
 TOP = "/nix/store/16kzwc66vv4hymaj28rakcm0i7a1f67i-top"
 NARINFO = """StorePath: /nix/store/16kzwc66vv4hymaj28rakcm0i7a1f67i-top
@@ -96,7 +98,7 @@ def test_secret_key_parsing_never_quotes_the_key():
 
 
 def test_public_key_matches_nix(tmp_path):
-    require_nix()
+    requires("nix")
     secret = generate_secret_key("units-1")
     public = public_key(secret)
     (tmp_path / "k").write_text(secret)

@@ -1,6 +1,10 @@
 """cargo test output: counts, failures and the verdict."""
 
+import pytest
+
 from redox_ci.cargo import judge, parse_test_output
+
+pytestmark = pytest.mark.unit
 
 OK = "test result: ok. 38 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s"
 FAILED = """running 4 tests

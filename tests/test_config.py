@@ -11,6 +11,8 @@ from redox_ci.config import load_secrets, load_settings
 from redox_ci.errors import ConfigError
 from redox_ci.local import LocalSetup, prepare, settings_text
 
+pytestmark = pytest.mark.unit
+
 GOOD = """
 [flake]
 repo = "/srv/redox-flake"

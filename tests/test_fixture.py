@@ -13,7 +13,9 @@ import pytest
 from boot_support import require_clang
 from redox_ci import fixture
 from redox_ci.fixture import REDOX_FIXTURE, REPRO_FIXTURE, FixtureError, bootstub, git, make_fixture_repo
-from tests.conftest import require_nix
+from tests.support import requires
+
+pytestmark = pytest.mark.e2e
 
 # What the repro fixture must fail on, on purpose (tests/repro_support.py has the verdicts).
 REPRO_FAILING = {"broken", "unevaluable"}
@@ -89,7 +91,7 @@ def build_all(repo: Path, skip: set[str] = frozenset(), rebuild: bool = False) -
 
 
 def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
-    require_nix()
+    requires("nix")
     require_clang()
     repo = tmp_path / "redox"
     make_fixture_repo(repo)
@@ -103,7 +105,7 @@ def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
 
 
 def test_repro_fixture_builds_in_the_sandbox(tmp_path):
-    require_nix()
+    requires("nix")
     repo = tmp_path / "repro"
     make_fixture_repo(repo, source=REPRO_FIXTURE)
     (repo / "salt").write_text(f"{uuid.uuid4().hex}\n")  # nothing built yet

@@ -15,6 +15,8 @@ from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.local import CacheWiring, signing_key
 from tests.master_support import running_master
 
+pytestmark = pytest.mark.e2e
+
 SUCCESS, FAILURE = 0, 2
 
 

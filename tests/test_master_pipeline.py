@@ -16,8 +16,10 @@ import pytest
 import requests
 
 from redox_ci.fixture import commit_all, git
-from tests.conftest import wait_for
 from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
 
 SUCCESS, WARNINGS, FAILURE, SKIPPED = 0, 1, 2, 3
 

@@ -11,6 +11,8 @@ from redox_ci.errors import FlakeError
 from redox_ci.flake import check_flake_ref, flake_ref_for
 from redox_ci.master.schedulers import ATTRS_PATTERN, BRANCH_PATTERN, REVISION_PATTERN
 
+pytestmark = pytest.mark.unit
+
 FULL = "0123456789abcdef0123456789abcdef01234567"
 REVISIONS = [FULL, FULL[:7], FULL[:39], FULL + "8", FULL.upper(), "g" * 40, FULL + "\n", "", "HEAD"]
 BRANCHES = ["main", "release/1.0", "feature_x-2", "-x", "/x", "a..b", "main; rm", "a b", "main\n", "x" * 201]

@@ -19,6 +19,8 @@ import pytest
 from redox_ci import nix
 from redox_ci.errors import FlakeError, NixError, UsageError
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data" / "nix" / "2.26"
 ABSENT = "/nix/store/00000000000000000000000000000000-capture-absent"
 

@@ -29,7 +29,9 @@ import pytest
 
 from tests.master_support import free_port, running_master
 
-psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e .)")
+pytestmark = pytest.mark.e2e
+
+psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[master]')")
 
 SUCCESS = 0
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"

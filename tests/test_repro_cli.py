@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_nix
 from redox_ci.fixture import commit_all, git
-from repro_support import EXPECTED, NOISY_FILE, by_attr, make_repro_flake, run_cli, run_json
+from repro_support import EXPECTED, NOISY_FILE, by_attr, make_repro_flake
+from tests.support import requires, run_cli, run_json
+
+pytestmark = pytest.mark.e2e
 
 RESULT_KEYS = {"attr", "reproducible", "status", "hashes", "differences", "diffoscope"}
 
 
 @pytest.fixture(scope="module")
 def flake(tmp_path_factory) -> Path:
-    require_nix()
+    requires("nix")
     return make_repro_flake(tmp_path_factory.mktemp("repro-cli") / "flake")
 
 
@@ -99,8 +101,7 @@ def test_diffoscope_flag_pointing_nowhere(flake, tmp_path):
 
 
 def test_diffoscope_timeout_keeps_the_verdict(flake, tmp_path):
-    if not shutil.which("diffoscope"):
-        pytest.skip("diffoscope is not installed (scripts/install.sh installs it)")
+    requires("diffoscope")
     code, out = run_json("repro", "--flake", str(flake), "--attr", "noisy", "--rev", "t",
                          "--diffoscope-timeout", "0.05", "--report-dir", str(tmp_path / "r"))
     assert code == 1
@@ -113,7 +114,7 @@ def test_diffoscope_timeout_keeps_the_verdict(flake, tmp_path):
 
 
 def test_history_names_the_commit_that_broke_reproducibility(tmp_path):
-    require_nix()
+    requires("nix")
     repo = make_repro_flake(tmp_path / "flake")
     reproducible_rev = git(repo, "rev-parse", "HEAD")[:12]
     code, _ = run_json("repro", "--flake", str(repo), "--attr", "stable", cwd=tmp_path)

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_nix
+from tests.support import requires
 from redox_ci.errors import FlakeError, UsageError
 from redox_ci.nix import nix_env
 from redox_ci.repro.compare import CHECK_SUFFIX, CompareOptions, remove_copy
 from redox_ci.repro.run import run_repro
 from repro_support import EXPECTED, NOISY_FILE, by_attr, make_repro_flake
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def flake(tmp_path_factory) -> Path:
-    require_nix()
+    requires("nix")
     return make_repro_flake(tmp_path_factory.mktemp("repro") / "flake")
 
 

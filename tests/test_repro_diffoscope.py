@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
 from redox_ci.repro.diffoscope import (HTML_PAGE_OVERHEAD_BYTES, TRUNCATION_NOTE, _stop_group, cap_file,
                                        diffoscope_command, report_stem, run_diffoscope)
+from tests.support import requires, wait_for
+
+pytestmark = pytest.mark.unit
 
 # How long to wait for the kernel to reap a killed process group before giving up.
 REAP_WAIT_SECONDS = 10
 
 
 def _require_diffoscope():
-    if not shutil.which("diffoscope"):
-        pytest.skip("diffoscope is not installed (scripts/install.sh installs it)")
+    requires("diffoscope")
 
 
 def _pair(tmp_path):
@@ -122,12 +122,17 @@ def test_stop_group_kills_the_children_too():
     proc = subprocess.Popen(["/bin/sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     _stop_group(proc)
     assert proc.returncode == -signal.SIGTERM
-    deadline = time.monotonic() + REAP_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("the sleeps in diffoscope's process group survived")
+    try:
+        wait_for("the sleeps in diffoscope's process group to go", lambda: not group_alive(proc.pid),
+                 REAP_WAIT_SECONDS, step=0.05)
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
+import pytest
+
 from redox_ci.repro.history import (BECAME_REPRODUCIBLE, BECAME_UNREPRODUCIBLE, build_history, read_summaries,
                                     render_history_html)
+
+pytestmark = pytest.mark.unit
 
 
 def summary(date: str, rev: str, started: str = "03:00", **statuses: str) -> dict:

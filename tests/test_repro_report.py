@@ -10,6 +10,8 @@ import pytest
 from redox_ci.errors import UsageError
 from redox_ci.repro.report import key_prefix, render_summary_html, run_name, write_report
 
+pytestmark = pytest.mark.unit
+
 
 def _summary() -> dict:
     return {

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from redox_ci.repro.tree import Entry, diff_entries, diff_trees, scan_tree
+
+pytestmark = pytest.mark.unit
 
 
 def _tree(root: Path, files: dict[str, str], links: dict[str, str] = {}, modes: dict[str, int] = {}) -> Path:

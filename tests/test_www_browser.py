@@ -19,6 +19,8 @@ from tests.browser_support import (BUILD_WAIT_SECONDS, browser, button, click, f
                                    login_name, require_browser, wait)
 from tests.master_support import running_master
 
+pytestmark = pytest.mark.e2e
+
 SUCCESS = 0
 RESULT_NAMES = {"SUCCESS", "WARNINGS", "FAILURE", "SKIPPED", "EXCEPTION", "RETRY", "CANCELLED"}
 
