@@ -9,7 +9,8 @@ import pytest
 from redox_ci import flake
 from redox_ci.config import PlanSettings
 from redox_ci.errors import FlakeError
-from redox_ci.plan import build_plan, parse_attr_list
+from redox_ci.names import parse_attrs
+from redox_ci.plan import build_plan
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +46,7 @@ def test_classification():
     assert jobs[("x86_64-linux", "extra")].stage == "other" and jobs[("x86_64-linux", "extra")].status == "build"
     assert jobs[("x86_64-linux", "broken")].status == "failed"
     assert ("x86_64-linux", "runQemu") not in jobs and ("x86_64-linux", "lib") not in jobs
-    assert {i["attr"] for i in plan.ignored} == {"runQemu", "lib"}
+    assert {i.attr for i in plan.ignored} == {"runQemu", "lib"}
     arm = [j for j in plan.jobs if j.system == "aarch64-linux"]
     assert {j.attr for j in arm} == {"cookbook", "redoxfs", "diskImage"}
     assert all(j.status == "skipped" and j.reason == "the flake has no packages.aarch64-linux" for j in arm)
@@ -81,11 +82,11 @@ def test_cached_outputs_are_not_built():
 @pytest.mark.parametrize("text", ["a;b", "$(x)", "a`b`", "../x", "-rf"])
 def test_attr_list_refuses_non_identifiers(text):
     with pytest.raises(ValueError):
-        parse_attr_list(text)
+        parse_attrs(text)
 
 
 def test_attr_list_parses():
-    assert parse_attr_list("cookbook, redoxfs redoxfs  installer") == ["cookbook", "redoxfs", "installer"]
+    assert parse_attrs("cookbook, redoxfs redoxfs  installer") == ["cookbook", "redoxfs", "installer"]
 
 
 def test_nix_string_escapes():
