@@ -120,6 +120,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _last_line(log: Path, since: int) -> str:
+    """What the server said last since ``since``: its error, when it failed to start."""
+    with open(log, "rb") as f:
+        f.seek(since)
+        lines = f.read()[-LOG_TAIL_CHARS:].decode(errors="replace").strip().splitlines()
+    return lines[-1].removeprefix("local S3 server: ") if lines else "no output"
+
+
 def _create_public_bucket(client, bucket: str) -> None:
     from botocore.exceptions import ClientError
     try:
@@ -187,47 +195,53 @@ class LocalS3Server:
     auth: bool = False
     # 0 picks a free port; after start() it is the port in use.
     port: int = 0
+    host: str = DEFAULT_HOST
     url: str = ""
     credentials: dict | None = None
     _proc: subprocess.Popen | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def argv(self, state_dir: Path) -> list[str]:
-        argv = [sys.executable, "-m", "redox_ci.cache.localserver", "--port", str(self.port),
+        argv = [sys.executable, "-m", "redox_ci.cache.localserver", "--host", self.host, "--port", str(self.port),
                 "--bucket", self.bucket, "--state-dir", str(state_dir)]
         return argv + (["--auth"] if self.auth else []) + (["--ephemeral"] if self._tmp else [])
 
     def start(self) -> LocalS3Server:
+        """Start the server and wait until it serves; on any failure, or a signal while
+        waiting, stop it again (``with`` calls no ``__exit__`` when this raises)."""
+        from ..processes import spawn
         require("local", "the local S3 server")
         if self.state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="redox-ci-s3-")
             self.state_dir = Path(self._tmp.name)
         state = Path(self.state_dir)
         state.mkdir(parents=True, exist_ok=True)
-        ready = state / READY_FILE
+        ready, log_path = state / READY_FILE, state / LOG_FILE
         ready.unlink(missing_ok=True)
-        with open(state / LOG_FILE, "ab") as log:
-            self._proc = subprocess.Popen(self.argv(state), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready.exists():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                tail = (state / LOG_FILE).read_text(errors="replace")[-LOG_TAIL_CHARS:].strip()
-                self.stop()
-                raise UsageError(f"the local S3 server did not start: {tail or 'no output'}")
-            time.sleep(POLL_INTERVAL)
+        with open(log_path, "ab") as log:
+            since = log.tell()
+            self._proc = spawn(self.argv(state), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not ready.exists():
+                if self._proc.poll() is not None:
+                    raise UsageError(f"the local S3 server did not start: {_last_line(log_path, since)} "
+                                     f"(see {log_path})")
+                if time.monotonic() > deadline:
+                    raise UsageError(f"the local S3 server did not start within {READY_TIMEOUT:.0f} s "
+                                     f"(see {log_path})")
+                time.sleep(POLL_INTERVAL)
+        except BaseException:
+            self.stop()
+            raise
         info = json.loads(ready.read_text())
         self.url, self.port, self.credentials = info["url"], info["port"], info["credentials"]
         return self
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        from ..processes import stop
+        if self._proc:
+            stop(self._proc, STOP_TIMEOUT)
         self._proc = None
         if self._tmp:
             self._tmp.cleanup()
