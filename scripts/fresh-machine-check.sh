@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Runs the README's test command on a new Debian 12 machine: a clean root file system
 # (mmdebstrap, minbase, from the mirror this machine's apt uses), a clean clone of this
-# repository's HEAD inside it, and `./test.sh` run there as root in a chroot with an empty
-# environment. Whatever was installed or configured by hand on this host is not there, so a
+# repository's HEAD inside it, and `./test.sh` run there as root, in namespaces of its own,
+# with an empty environment. Whatever was installed or configured by hand on this host is not there, so a
 # missing install step fails here first. Takes long (Debian packages, PyPI, the suite): it is
 # not part of .ci/run.
 #   [FRESH_WORKDIR=DIR] scripts/fresh-machine-check.sh [PYTEST ARGS]
-# Needs root. Leaves DIR/rootfs for a look afterwards (a new directory under /var/tmp unless
-# FRESH_WORKDIR names one; an existing root file system there is used again, with a new
-# clone); the log is DIR/check.log.
+# Needs root (mmdebstrap, a mount namespace). Leaves DIR/rootfs for a look afterwards (a new
+# directory under /var/tmp unless FRESH_WORKDIR names one; an existing root file system there
+# is used again, with a new clone); the log is DIR/check.log.
 set -euo pipefail
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
-[ "$(id -u)" -eq 0 ] || { echo "fresh-machine-check: run as root (it builds a chroot)" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "fresh-machine-check: run as root (it builds a root file system and enters it)" >&2; exit 2; }
 work=${FRESH_WORKDIR:-$(mktemp -d /var/tmp/redox-ci-fresh.XXXXXX)}
 root=$work/rootfs
 log=$work/check.log
@@ -20,17 +20,6 @@ mkdir -p "$work"
 command -v mmdebstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap
 mirror=$(apt-get indextargets --format '$(SITE) $(RELEASE)' | awk '$2 == "bookworm" { print $1; exit }')
 [ -n "$mirror" ] || { echo "fresh-machine-check: no apt source for Debian bookworm on this host" >&2; exit 1; }
-
-mounts=()
-cleanup() {
-  # The chroot's own daemons (Nix, PostgreSQL, ...) hold its mounts: stop them first.
-  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ] && kill -9 "$pid" 2>/dev/null || true
-  done
-  for (( i=${#mounts[@]}-1; i>=0; i-- )); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-mnt() { mount "$@" && mounts+=("${@: -1}"); }
 
 start=$(date +%s)
 if [ ! -x "$root/usr/bin/apt-get" ]; then
@@ -49,17 +38,31 @@ mkdir -p "$root/work"
 git clone -q "$repo" "$root/work/redox-ci"
 [ -d "$repo/../shared" ] && cp -r "$repo/../shared" "$root/work/shared"
 
-mnt -t proc proc "$root/proc"
-mnt --rbind /sys "$root/sys"
-mnt --rbind /dev "$root/dev"
-mnt -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
-mnt -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-
 echo "fresh-machine-check: ./test.sh $* in a clean clone of $(git -C "$repo" rev-parse --short HEAD)" | tee -a "$log"
+# A mount and PID namespace of its own, entered with pivot_root rather than chroot: the kernel
+# refuses user namespaces (which Nix's sandbox needs) to a chrooted process. When the test
+# ends, the namespace's first process dies and takes every daemon started inside with it,
+# and its mounts go with the namespace.
 set +e
-chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
-  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  /bin/bash -c 'cd /work/redox-ci && ./test.sh "$@"' test.sh "$@" 2>&1 | tee -a "$log"
+unshare --mount --pid --fork --kill-child -- /bin/bash -c '
+  set -e
+  root=$1; shift
+  mount --make-rprivate /
+  mount --bind "$root" "$root"
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys"
+  mount --rbind /dev "$root/dev"
+  mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+  cd "$root"
+  mkdir -p .old-root
+  pivot_root . .old-root
+  umount -l /.old-root
+  rmdir /.old-root
+  exec /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    /bin/bash -c "cd /work/redox-ci && ./test.sh \"\$@\"" test.sh "$@"
+' fresh-machine "$root" "$@" 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 set -e
 echo "fresh-machine-check: exit $rc after $(( $(date +%s) - start )) s; log in $log" | tee -a "$log"
