@@ -8,7 +8,9 @@ The fixtures build inside Nix's sandbox, where no host path exists: every deriva
 runs a static busybox that the generated repository carries as ``tools/busybox``
 (busybox picks its applet from its file name, so the file must keep that name). The
 boot stub, a UEFI program, needs clang and lld, which the sandbox lacks: it is built
-here on the host and committed into the generated repository as ``bootstub/BOOTX64.EFI``.
+here on the host and committed into the generated repository as ``bootstub/BOOTX64.EFI``,
+and in its functional-test scenario (the FUNC_TEST protocol) as
+``bootstub/BOOTX64-functional-test.EFI`` for the fixture's test image.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ TOOLS_DIR = "tools"
 # A fixture with this directory boots: its built stub goes in beside the source.
 BOOTSTUB_DIR = "bootstub"
 BOOTSTUB_EFI = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
+# The scenarios a generated repository carries, by file name (build.sh knows them all).
+BOOTSTUB_SCENARIOS = {"pass": "BOOTX64.EFI", "functional-test": "BOOTX64-functional-test.EFI"}
 # ELF program header type of the dynamic loader's name: a static binary has none.
 PT_INTERP = 3
 
@@ -60,13 +64,14 @@ def commit_all(repo: Path, message: str) -> str:
 def make_fixture_repo(dest: Path, source: Path = REDOX_FIXTURE, branch: str = "main") -> str:
     """Copy ``source`` into a new git repository at ``dest``; return the first revision.
 
-    The repository gets busybox, and the built boot stub if ``source`` has one.
+    The repository gets busybox, and the built boot stubs if ``source`` has one.
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, dest, dirs_exist_ok=True)
     install_busybox(dest)
     if (source / BOOTSTUB_DIR).is_dir():
-        (dest / BOOTSTUB_DIR / BOOTSTUB_EFI["x86_64"]).write_bytes(bootstub(source=source / BOOTSTUB_DIR))
+        for scenario, name in BOOTSTUB_SCENARIOS.items():
+            (dest / BOOTSTUB_DIR / name).write_bytes(bootstub(scenario=scenario, source=source / BOOTSTUB_DIR))
     git(dest, "init", "-q", "-b", branch)
     return commit_all(dest, "fixture flake")
 

@@ -36,6 +36,9 @@ def test_redox_fixture_repo_carries_busybox_and_the_built_stub(tmp_path):
     assert (repo / "tools" / "busybox").read_bytes() == fixture.BUSYBOX.read_bytes()
     efi = (repo / "bootstub" / "BOOTX64.EFI").read_bytes()
     assert "bootstub/BOOTX64.EFI" in files and efi[:2] == b"MZ"
+    functional = (repo / "bootstub" / "BOOTX64-functional-test.EFI").read_bytes()
+    assert "bootstub/BOOTX64-functional-test.EFI" in files and functional == bootstub(scenario="functional-test")
+    assert b"FUNC_TESTS_COMPLETE" in functional and b"FUNC_TEST" not in efi
     # Built into the generated repository only, never beside the source.
     assert not list((REDOX_FIXTURE / "bootstub").glob("*.EFI"))
 
@@ -51,6 +54,7 @@ def test_repro_fixture_repo_carries_busybox_and_no_stub(tmp_path):
 def test_the_stub_is_built_once_per_process(tmp_path):
     require_clang()
     first = bootstub()
+    bootstub(scenario="functional-test")
     misses = fixture._build_bootstub.cache_info().misses
     make_fixture_repo(tmp_path / "a")
     make_fixture_repo(tmp_path / "b")
@@ -96,10 +100,15 @@ def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
     repo = tmp_path / "redox"
     make_fixture_repo(repo)
     out = build_all(repo, rebuild=True)
-    assert len(out) == 26
+    assert len(out) == 28
     efi = Path(out["bootloader"], "boot", "EFI", "BOOT", "BOOTX64.EFI")
     assert efi.read_bytes() == bootstub()
     assert Path(out["diskImage"], "redox.img").stat().st_size == 1 << 20
+    # Test images as make-disk-image lays them out: the disk and the bootloader beside it.
+    assert Path(out["redox-minimal"], "boot", "BOOTX64.EFI").read_bytes() == bootstub()
+    assert Path(out["redox-functional-test"], "boot", "BOOTX64.EFI").read_bytes() == \
+        bootstub(scenario="functional-test")
+    assert Path(out["redox-functional-test"], "redox.img").stat().st_size == 1 << 20
     assert Path(out["runQemu"], "bin", "run-redox").read_text() == "#!/bin/sh\necho run-redox\n"
     assert Path(out["cookbook"], "name").read_text() == "cookbook\n"
 
