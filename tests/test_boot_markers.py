@@ -84,9 +84,15 @@ def test_panic_split_across_pieces_names_its_line():
 
 
 def test_deadlines_count_from_the_previous_milestone_and_respect_the_cap():
-    plan = FollowPlan(timeouts={"firmware": 10, "kernel": 20, "boot-complete": 30, "shell": 5})
-    assert deadline_for("firmware", [], plan) == 10
-    assert deadline_for("kernel", [Reached("firmware", 4.0)], plan) == 24.0
-    capped = FollowPlan(timeouts=plan.timeouts, overall=15)
-    assert deadline_for("kernel", [Reached("firmware", 4.0)], capped) == 15
-    assert deadline_for("shell", [Reached("boot-complete", 14.0)], capped) == 19.0
+    plan = FollowPlan(overall=90, timeouts={"firmware": 10, "kernel": 20, "boot-complete": 30})
+    fw, kernel = Reached("firmware", 4.0), Reached("kernel", 5.0)
+    assert deadline_for([], plan) == 10
+    assert deadline_for([fw], plan) == 24.0
+    capped = FollowPlan(overall=15, timeouts=plan.timeouts)
+    assert deadline_for([fw], capped) == 15
+    # The shell's wait is the grace period after Boot Complete, within the overall timeout.
+    assert deadline_for([fw, kernel, Reached("boot-complete", 14.0)], plan) == 24.0
+    assert deadline_for([fw, kernel, Reached("boot-complete", 14.0)], capped) == 15
+    tests = FollowPlan(overall=120, goal="tests", tests_prefix="FUNC_TEST")
+    assert deadline_for([fw, kernel, Reached("boot-complete", 14.0)], tests) == 120
+    assert deadline_for([], FollowPlan(overall=90)) == 90  # no milestone limit unless set

@@ -1,8 +1,9 @@
 """Real QEMU boots of the stub bootloader, built here from the fixture flake's source.
 
 The stub prints the lines a real Redox boot prints (harmless warnings among them, the
-quoted Boot Complete banner) and waits at the prompt ``redox# ``, or panics and hangs:
-real firmware, real VMM, real console.
+quoted Boot Complete banner) and waits at the prompt ``redox# ``, or panics and hangs,
+or, as a VM test image, prints the FUNC_TEST protocol with one failing test and powers
+off: real firmware, real VMM, real console.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from boot_support import assert_vm_gone, build_stub, make_image
 from redox_ci.boot.run import BootRequest, boot
 from redox_ci.boot.vmm import QEMU_BINARY, find_binary, host_system, kvm_status
 from redox_ci.config import BootSettings
-from tests.support import CLI, requires
+from tests.support import requires, run_json
 
 pytestmark = pytest.mark.e2e
 
 STUB_BANNER = b"Redox OS Bootloader 1.0.0 on %s/UEFI"
+STUB_HARMLESS = ["WARN - Failed to locate Outputs", '[src/initnsmgr.rs:169 WARN] Scheme "file" not found in namespace',
+                 "smoltcpd: no network adapter found"]
+FUNCTIONAL = "redox-functional-test"
 KVM_FALLBACK_NOTE = "KVM is there but QEMU could not use it"
 
 
@@ -35,6 +39,7 @@ def stubs(tmp_path_factory):
     return {
         ("x86_64", "pass"): build_stub(base / "x86_64-pass", "x86_64", "pass"),
         ("x86_64", "panic"): build_stub(base / "x86_64-panic", "x86_64", "panic"),
+        ("x86_64", "functional-test"): build_stub(base / "x86_64-functional", "x86_64", "functional-test"),
         ("aarch64", "pass"): build_stub(base / "aarch64-pass", "aarch64", "pass"),
     }
 
@@ -50,7 +55,8 @@ def test_x86_64_boots_with_kvm_when_present_else_tcg(tmp_path, stubs):
     r = qemu_boot(tmp_path, stubs[("x86_64", "pass")])
     assert r.verdict == "pass", r.reason
     assert [m["name"] for m in r.milestones] == ["firmware", "kernel", "boot-complete", "shell"]
-    assert r.harmless == ["WARN - Failed to locate Outputs"]
+    assert r.harmless == STUB_HARMLESS
+    assert r.vmm_exit is None  # the stub waits at its prompt, as a shell does: redox-ci stopped it
     kvm_ok, _ = kvm_status("x86_64-linux")
     if not kvm_ok:
         assert r.accel == "tcg" and not r.notes
@@ -93,18 +99,51 @@ def test_aarch64_boots_on_aavmf(tmp_path, stubs):
     assert_vm_gone(r.vmm_pid)
 
 
-def test_fixture_flake_outputs_boot_through_the_cli(fixture_repo, tmp_path):
+def test_x86_64_functional_test_image_reports_each_test(tmp_path, stubs):
+    r = qemu_boot(tmp_path, stubs[("x86_64", "functional-test")], attr=FUNCTIONAL, accel="tcg")
+    assert (r.verdict, r.failure, r.goal) == ("fail", "tests-failed", "tests"), r.reason
+    assert r.reason.startswith("1 of 5 tests failed: nix-eval-arith: expected 42, got 41")
+    assert r.tests.complete and r.tests.describe() == "3 passed, 1 failed, 1 skipped"
+    assert_vm_gone(r.vmm_pid)
+
+
+def fixture_outputs(repo, *attrs: str) -> list[str]:
+    """The fixture flake's ``attrs`` built with Nix: their output paths."""
     requires("nix")
     require_qemu("x86_64-linux")
-    built = subprocess.run(["nix", "build", "--no-link", "--json", f"{fixture_repo}#bootloader",
-                            f"{fixture_repo}#diskImage"], capture_output=True, text=True)
+    built = subprocess.run(["nix", "build", "--no-link", "--json", *(f"{repo}#{a}" for a in attrs)],
+                           capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
-    bootloader, disk_image = (b["outputs"]["out"] for b in json.loads(built.stdout))
-    p = subprocess.run([*CLI, "boot", "--vmm", "qemu", "--image", disk_image, "--bootloader", bootloader,
-                        "--serial-log", str(tmp_path / "serial.log"), "--vmm-log", str(tmp_path / "vmm.log"),
-                        "--json"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr + p.stdout
-    result = json.loads(p.stdout)
+    return [b["outputs"]["out"] for b in json.loads(built.stdout)]
+
+
+def boot_cli(tmp_path, image: str, *extra: str) -> tuple[int, dict]:
+    return run_json("boot", "--vmm", "qemu", "--image", image, *extra,
+                    "--serial-log", str(tmp_path / "serial.log"), "--vmm-log", str(tmp_path / "vmm.log"))
+
+
+def test_fixture_flake_outputs_boot_through_the_cli(fixture_repo, tmp_path):
+    bootloader, disk_image = fixture_outputs(fixture_repo, "bootloader", "diskImage")
+    code, result = boot_cli(tmp_path, disk_image, "--bootloader", bootloader)
+    assert code == 0, result["reason"]
     assert result["verdict"] == "pass" and result["shell_reached"]
-    assert result["harmless"] == ["WARN - Failed to locate Outputs"]
+    assert result["harmless"] == STUB_HARMLESS
+    assert_vm_gone(result["vmm_pid"])
+
+
+def test_fixture_flake_test_images_boot_through_the_cli(fixture_repo, tmp_path):
+    """redox-minimal passes at its shell; the functional test image fails on its one FAIL.
+    Each image output carries its bootloader (boot/BOOTX64.EFI): no --bootloader."""
+    minimal, functional = fixture_outputs(fixture_repo, "redox-minimal", FUNCTIONAL)
+    code, result = boot_cli(tmp_path, minimal)
+    assert code == 0, result["reason"]
+    assert (result["attr"], result["goal"], result["shell_reached"]) == ("redox-minimal", "shell", True)
+    assert_vm_gone(result["vmm_pid"])
+    code, result = boot_cli(tmp_path, functional, "--attr", FUNCTIONAL)
+    assert code == 1 and result["failure"] == "tests-failed", result["reason"]
+    assert [(t["name"], t["status"], t["reason"]) for t in result["tests"]["results"]] == [
+        ("shell-echo", "passed", ""), ("fs-write-read", "passed", ""),
+        ("nix-eval-arith", "failed", "expected 42, got 41"), ("snix-fetchers", "skipped", ""),
+        ("generations-list", "passed", "")]
+    assert (result["tests"]["passed"], result["tests"]["failed"], result["tests"]["skipped"]) == (3, 1, 1)
     assert_vm_gone(result["vmm_pid"])

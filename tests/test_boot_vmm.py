@@ -12,7 +12,8 @@ from boot_support import make_image
 from redox_ci.boot.errors import FirmwareNotFound, ImageError, VmmUnavailable
 from redox_ci.boot.run import BootRequest, boot, prepare_disk
 from redox_ci.boot.vmm import (Firmware, choose_accel, cloud_hypervisor_argv, find_firmware,
-                               host_system, kvm_status, qemu_argv, resolve_bootloader, resolve_image)
+                               host_system, image_bootloader, kvm_status, qemu_argv, resolve_bootloader,
+                               resolve_image)
 from tests.support import CLI
 
 pytestmark = pytest.mark.unit
@@ -120,6 +121,19 @@ def test_image_and_bootloader_lookup(tmp_path):
     assert resolve_bootloader(efi, "x86_64-linux") == efi
     with pytest.raises(ImageError, match="BOOTAA64.EFI"):
         resolve_bootloader(tmp_path / "bl", "aarch64-linux")
+    assert image_bootloader(tmp_path, "x86_64-linux") is None
+
+
+def test_a_disk_image_output_carries_its_bootloader(tmp_path):
+    """The flake's make-disk-image copies the bootloader to $out/boot/BOOTX64.EFI."""
+    make_image(tmp_path / "redox.img")
+    efi = tmp_path / "boot" / "BOOTX64.EFI"
+    efi.parent.mkdir()
+    efi.write_bytes(b"MZ")
+    assert image_bootloader(tmp_path, "x86_64-linux") == efi
+    assert resolve_bootloader(tmp_path, "x86_64-linux") == efi
+    assert image_bootloader(tmp_path / "redox.img", "x86_64-linux") is None
+    assert image_bootloader(tmp_path, "aarch64-linux") is None
 
 
 def test_the_vm_gets_an_overlay_or_a_copy_never_the_image(tmp_path):

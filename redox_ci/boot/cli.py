@@ -1,9 +1,11 @@
 """Boot a disk image in a VM and judge its console, replay a transcript, or probe the host.
 
-    redox-ci boot --vmm qemu --image IMG --bootloader DIR [--system S] [--timeout SEC] [--json]
-    redox-ci boot --replay TRANSCRIPT [--timeout SEC] [--json]
+    redox-ci boot --vmm qemu --image IMG [--bootloader DIR] [--attr ATTR] [--system S] [--timeout SEC] [--json]
+    redox-ci boot --replay TRANSCRIPT [--attr ATTR] [--timeout SEC] [--json]
     redox-ci boot --probe [--json]
 
+The image is judged by the rule of its attribute in ``[boot.images]``: Boot Complete and
+then a shell (the flake's boot test), or a test image's FUNC_TEST / NET_TEST results.
 Exit 0 when the boot passed, 1 when it failed, 2 on a usage or configuration error
 (including "this host cannot run that VMM": ``--probe`` tells that beforehand).
 """
@@ -33,9 +35,14 @@ def register(sub) -> None:
     what.add_argument("--probe", action="store_true", help="print what this host can boot")
     p.add_argument("--vmm", choices=VMMS, default="qemu")
     p.add_argument("--bootloader", metavar="DIR_OR_EFI",
-                   help="the bootloader output (boot/EFI/BOOT/BOOTX64.EFI inside) or the EFI file; QEMU needs it")
+                   help="the bootloader output (boot/EFI/BOOT/BOOTX64.EFI inside) or the EFI file; QEMU needs "
+                        "it unless the image output carries boot/BOOTX64.EFI")
+    p.add_argument("--attr", metavar="ATTR",
+                   help="the image's flake attribute, whose rule judges the boot (default: [boot].image_attr)")
     p.add_argument("--system", choices=SYSTEMS, default=None, help="guest system (default: this host's)")
-    p.add_argument("--timeout", type=float, metavar="SEC", help="cap on reaching Boot Complete")
+    p.add_argument("--timeout", type=float, metavar="SEC",
+                   help="seconds from start to the verdict (default: the image's, [boot].timeout with KVM, "
+                        "tcg_timeout without)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="default: [boot].accel, auto")
     p.add_argument("--firmware", metavar="FILE", help="UEFI firmware (default: [boot].firmware, then the usual places)")
     p.add_argument("--settings", metavar="FILE", help="settings file with a [boot] table (default: $REDOX_CI_SETTINGS)")
@@ -62,11 +69,11 @@ def handle(args: argparse.Namespace) -> Outcome:
     if args.replay:
         if args.bootloader or args.firmware or args.accel:
             raise UsageError("--replay takes no --bootloader, --firmware or --accel: it runs no VM")
-        result = replay(args.replay, settings, args.timeout, args.serial_log, args.vmm_log)
+        result = replay(args.replay, settings, args.timeout, args.serial_log, args.vmm_log, args.attr)
     else:
         result = boot(BootRequest(
             vmm=args.vmm, image=args.image, bootloader=args.bootloader,
-            system=args.system or host_system(), timeout=args.timeout,
+            system=args.system or host_system(), attr=args.attr, timeout=args.timeout,
             serial_log=args.serial_log, vmm_log=args.vmm_log, accel=args.accel,
             firmware=args.firmware), settings)
     return Outcome(result.to_json(), format_result, 0 if result.passed else 1)
@@ -77,6 +84,12 @@ def format_result(data: dict) -> str:
     lines = [head, f"  vmm {data['vmm']}, accel {data['accel'] or '-'}, "
                    f"verdict after {data['verdict_after']:.2f} s, VM stopped after {data['elapsed']:.2f} s"]
     lines += [f"  {m['name']:<14} {m['at']:8.2f} s" for m in data["milestones"]]
+    tests = data.get("tests")
+    if tests:
+        lines.append(f"  tests ({tests['prefix']}): {tests['passed']} passed, {tests['failed']} failed, "
+                     f"{tests['skipped']} skipped" + ("" if tests["complete"] else ", not complete"))
+        lines += [f"    {t['status']:<8} {t['name']}" + (f": {t['reason']}" if t["reason"] else "")
+                  for t in tests["results"]]
     lines += [f"  harmless: {h}" for h in data["harmless"]]
     lines += [f"  note: {n}" for n in data["notes"]]
     lines += [f"  serial log: {data['serial_log']}", f"  vmm log:    {data['vmm_log']}"]

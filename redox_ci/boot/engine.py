@@ -4,9 +4,11 @@ The flake's boot test polls a file once a second, so every verdict is late by up
 a second plus a fixed two-second wait, a panic costs the whole timeout, and a VM can
 outlive the script. Here the serial console is a pipe (or FIFO) and the process
 exit a pidfd, all waited on with one ``select``: the verdict follows the marker by
-the time it takes to read it. Each milestone has its own deadline, a panic or the
-VMM dying ends the boot at once, and whatever happens (verdict, timeout, exception,
-a signal to redox-ci) the VMM's whole process group is stopped before returning.
+the time it takes to read it. What passes is the flake's rule for the image (a
+shell after Boot Complete, or a test image's protocol complete), there is one overall
+deadline and optional earlier ones per milestone, a panic or the VMM dying ends the
+boot at once, and whatever happens (verdict, timeout, exception, a signal to
+redox-ci) the VMM's whole process group is stopped before returning.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import BootInterrupted, VmmNotFound
-from .markers import MILESTONES, SHELL, SUCCESS, Milestone, Reached, SerialFollower
+from .markers import MILESTONES, SHELL, SUCCESS, Reached, SerialFollower
+from .protocol import TestRun, TestsPrefix
 from .vmm import VmmCommand
 
 # QEMU and Cloud Hypervisor exit on SIGTERM within milliseconds; a VMM that has not
@@ -51,24 +54,47 @@ PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+# What passes: Boot Complete then a shell (the flake's boot test), Boot Complete
+# alone, or a test image's protocol complete with no failure.
+Goal = Literal["shell", "boot-complete", "tests"]
+
+
 @dataclass(frozen=True)
 class FollowPlan:
-    """What to wait for and how long: per-milestone timeouts count from the previous one."""
+    """What passes and how long to wait for it."""
 
-    timeouts: Mapping[str, float]
-    # A cap on reaching Boot Complete, counted from the start (the --timeout option).
-    overall: float | None = None
+    # Seconds from the start to the verdict (the flake's BOOT_TEST_TIMEOUT; --timeout).
+    overall: float
+    # Optional earlier limits by milestone name, each counted from the milestone before.
+    timeouts: Mapping[str, float] = field(default_factory=dict)
     harmless: tuple[str, ...] = ()
-    wait_for_shell: bool = True
+    goal: Goal = "shell"
+    # With goal "shell": how long after Boot Complete a shell may take ("partial" after).
+    shell_grace: float = 10.0
+    # With goal "tests": the protocol's prefix.
+    tests_prefix: TestsPrefix | None = None
+
+    def __post_init__(self) -> None:
+        if (self.goal == "tests") != (self.tests_prefix is not None):
+            raise ValueError("a tests prefix goes with the goal \"tests\", and only with it")
 
 
-def deadline_for(milestone: str, reached: list[Reached], plan: FollowPlan) -> float:
-    """Seconds after the start by which ``milestone`` must be seen."""
-    base = reached[-1].at if reached else 0.0
-    deadline = base + plan.timeouts[milestone]
-    if plan.overall is not None and milestone != SHELL:
-        deadline = min(deadline, plan.overall)
+def deadline_for(reached: list[Reached], plan: FollowPlan) -> float:
+    """Seconds after the start by which the next thing the plan waits for must come."""
+    deadline = plan.overall
+    nxt = MILESTONES[len(reached)] if len(reached) < len(MILESTONES) else None
+    if nxt is not None and nxt.name in plan.timeouts:
+        deadline = min(deadline, (reached[-1].at if reached else 0.0) + plan.timeouts[nxt.name])
+    complete = next((r.at for r in reached if r.name == SUCCESS), None)
+    if plan.goal == "shell" and complete is not None:
+        deadline = min(deadline, complete + plan.shell_grace)
     return deadline
+
+
+def goal_reached(f: SerialFollower, plan: FollowPlan) -> bool:
+    if plan.goal == "tests":
+        return f.tests is not None and f.tests.complete
+    return f.has(SHELL if plan.goal == "shell" else SUCCESS)
 
 
 def describe_status(status: int) -> str:
@@ -76,8 +102,9 @@ def describe_status(status: int) -> str:
 
 
 Verdict = Literal["pass", "fail"]
-# Why a boot failed: a kernel panic, a milestone late, the VMM gone or failing.
-Failure = Literal["panic", "timeout", "vmm-exit", "vmm-error"]
+# Why a boot failed: a kernel or userspace panic, too late, the VMM gone or failing,
+# Boot Complete without a shell ("partial"), a test image's tests failing.
+Failure = Literal["panic", "timeout", "vmm-exit", "vmm-error", "no-shell", "tests-failed"]
 
 
 @dataclass
@@ -94,7 +121,10 @@ class BootResult:
     serial_log: str
     vmm_log: str
     failure: Failure | None = None
+    goal: Goal = "shell"
+    attr: str | None = None      # the image's attribute, whose rule judged it
     shell_reached: bool = False
+    tests: TestRun | None = None  # a test image's results, one per test
     vmm_exit: int | None = None  # the VMM's status when it exited by itself
     verdict_after: float = 0.0   # start to verdict
     vmm_pid: int | None = None   # also its process group id; gone when the result exists
@@ -110,6 +140,7 @@ class BootResult:
         data = asdict(self)
         data.pop("started")
         data.pop("decided")
+        data["tests"] = self.tests.to_json() if self.tests is not None else None
         return data
 
 
@@ -206,6 +237,10 @@ def _status(pid: int) -> int:
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
+# How following the console ended.
+FollowEnd = Literal["reached", "panic", "fatal", "exit", "timeout"]
+
+
 class _Session:
     """One VMM run being followed: the file descriptors, the follower, the outcome."""
 
@@ -213,11 +248,12 @@ class _Session:
                  serial_out, vmm_out, plan: FollowPlan, start: float):
         self.proc, self.pidfd, self.plan, self.start = proc, pidfd, plan, start
         self.serial_out, self.vmm_out = serial_out, vmm_out
-        self.follower = SerialFollower(plan.harmless)
+        self.follower = SerialFollower(plan.harmless, tests_prefix=plan.tests_prefix)
         self.tail: deque[str] = deque(maxlen=VMM_TAIL_LINES)
         self._log_partial = ""
         self.fatal: str | None = None
         self.exited: int | None = None
+        self.exited_at = 0.0
         self.sel = selectors.DefaultSelector()
         self.fds = {serial_fd: self._on_serial, log_fd: self._on_log, pidfd: self._on_exit}
         for fd in self.fds:
@@ -227,10 +263,10 @@ class _Session:
     def now(self) -> float:
         return time.monotonic() - self.start
 
-    def wait_for(self, target: str, deadline: Callable[[], float]) -> str:
-        """Follow output until ``target`` or an end: "reached", "panic", "fatal", "exit", "timeout"."""
+    def wait_for(self, done: Callable[[], bool], deadline: Callable[[], float]) -> FollowEnd:
+        """Follow output until ``done()`` or an end: "reached", "panic", "fatal", "exit", "timeout"."""
         while True:
-            if self.follower.has(target):
+            if done():
                 return "reached"
             if self.follower.panic is not None:
                 return "panic"
@@ -284,6 +320,7 @@ class _Session:
     def _on_exit(self, fd: int) -> None:
         self.drain()
         self.exited = _status(self.proc.pid)
+        self.exited_at = self.now()
         self._close(fd)
 
     def drain(self) -> None:
@@ -316,36 +353,71 @@ def _read_ready(fd: int) -> bool:
     return bool(r)
 
 
-def _milestone(name: str) -> Milestone:
-    return next(m for m in MILESTONES if m.name == name)
+def _tests_so_far(tests: TestRun | None) -> str:
+    if tests is None:
+        return ""
+    failed = "".join(f"; failed: {c.describe()}" for c in tests.failures)
+    return f"; tests so far: {tests.describe()}{failed}"
 
 
-def _failure_reason(outcome: str, s: _Session, plan: FollowPlan) -> tuple[Failure, str]:
+def _failure_reason(end: FollowEnd, s: _Session, plan: FollowPlan) -> tuple[Failure, str]:
     f = s.follower
     last = f.last()
     where = f"last milestone: {last.name} at {last.at:.2f} s" if last else "no milestone reached"
-    nxt = f.next_milestone or _milestone(SUCCESS)
-    if outcome == "panic":
-        return "panic", f"kernel panic after {last.name if last else 'start'} " \
-                        f"({f.panic.at:.2f} s): {f.panic.line}"
-    if outcome == "fatal":
-        return "vmm-error", f"the VMM reported a fatal error ({where}): {s.fatal}"
-    if outcome == "exit":
-        return "vmm-exit", f"the VMM exited ({describe_status(s.exited)}) before {nxt.name} " \
-                           f"({where}); its output: {s.stderr_tail()}"
-    own = plan.timeouts[nxt.name]
-    if deadline_for(nxt.name, f.reached, plan) < (last.at if last else 0.0) + own:
-        within = f"the overall timeout of {plan.overall:g} s"
+    nxt = f.next_milestone
+    if plan.goal == "tests":
+        awaited = f.tests.complete_marker
     else:
-        within = f"{own:g} s after {last.name if last else 'start'}"
-    return "timeout", f"timed out: no {nxt.name} ({nxt.what}) within {within} ({where})"
+        awaited = f"{nxt.name} ({nxt.what})" if nxt else "a verdict"
+    partial = plan.goal == "shell" and f.has(SUCCESS)  # the flake's "partial: no shell"
+    if end == "panic":
+        return "panic", f"{f.panic.kind} panic after {last.name if last else 'start'} " \
+                        f"({f.panic.at:.2f} s): {f.panic.line}"
+    if end == "fatal":
+        return "vmm-error", f"the VMM reported a fatal error ({where}): {s.fatal}"
+    if end == "exit":
+        if partial:
+            return "no-shell", f"partial: no shell: the VMM exited ({describe_status(s.exited)}) " \
+                               f"{s.exited_at - _at(f, SUCCESS):.2f} s after Boot Complete; " \
+                               f"its output: {s.stderr_tail()}"
+        return "vmm-exit", f"the VMM exited ({describe_status(s.exited)}) before {awaited} " \
+                           f"({where}){_tests_so_far(f.tests)}; its output: {s.stderr_tail()}"
+    if partial:
+        complete = _at(f, SUCCESS)
+        within = (f"{plan.shell_grace:g} s of Boot Complete" if complete + plan.shell_grace <= plan.overall
+                  else f"the overall timeout of {plan.overall:g} s")
+        return "no-shell", f"partial: no shell within {within} (Boot Complete at {complete:.2f} s)"
+    limit = plan.timeouts.get(nxt.name) if nxt else None
+    if limit is not None and (last.at if last else 0.0) + limit < plan.overall:
+        return "timeout", f"timed out: no {nxt.name} ({nxt.what}) within {limit:g} s after " \
+                          f"{last.name if last else 'start'} ({where})"
+    return "timeout", f"timed out: no {awaited} within the overall timeout of {plan.overall:g} s " \
+                      f"({where}){_tests_so_far(f.tests)}"
+
+
+def _judge(end: FollowEnd, s: _Session, plan: FollowPlan) -> tuple[Verdict, Failure | None, str]:
+    f = s.follower
+    if end != "reached":
+        return "fail", *_failure_reason(end, s, plan)
+    if plan.goal == "tests":
+        t = f.tests
+        if t.ok:
+            return "pass", None, f"{t.complete_marker} after {t.completed_at:.2f} s: {t.describe()}"
+        if t.failures:
+            failed = "; ".join(c.describe() for c in t.failures)
+            return "fail", "tests-failed", f"{len(t.failures)} of {len(t.cases)} tests failed: " \
+                                           f"{failed} ({t.describe()})"
+        return "fail", "tests-failed", f"{t.complete_marker} with no test results"
+    reason = f"Boot Complete after {_at(f, SUCCESS):.2f} s"
+    if plan.goal == "shell":
+        reason += f", shell after {_at(f, SHELL):.2f} s"
+    return "pass", None, reason
 
 
 def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Path,
            append_vmm_log: bool = False) -> BootResult:
     """Run ``command``, judge its serial console against ``plan``, always stop it."""
     start = time.monotonic()
-    notes: list[str] = []
     with signals_raise(), ExitStack() as stack:
         serial_out = stack.enter_context(open(serial_log, "wb"))
         vmm_out = stack.enter_context(open(vmm_log, "ab" if append_vmm_log else "wb"))
@@ -375,35 +447,21 @@ def follow(command: VmmCommand, plan: FollowPlan, serial_log: Path, vmm_log: Pat
             session = _Session(proc, pidfd, serial_r, log_r, serial_out, vmm_out, plan, start)
             stack.callback(session.drain_quietly)  # after the stop: the VMM's last words
             stack.callback(stop_group, proc, pidfd)
-        outcome = session.wait_for(SUCCESS, lambda: deadline_for(
-            (session.follower.next_milestone or _milestone(SUCCESS)).name,
-            session.follower.reached, plan))
+        end = session.wait_for(lambda: goal_reached(session.follower, plan),
+                               lambda: deadline_for(session.follower.reached, plan))
         decided = time.monotonic()
-        if outcome == "panic":
+        if end == "panic":
             session.finish_panic_line()
-        if outcome == "reached" and plan.wait_for_shell:
-            done = session.follower.reached[-1].at
-            shell = session.wait_for(SHELL, lambda: done + plan.timeouts[SHELL])
-            if shell != "reached":
-                notes.append(f"shell prompt not seen after Boot Complete ({shell})")
-            if session.follower.panic is not None:
-                notes.append(f"a panic followed Boot Complete: {session.follower.panic.line}")
     elapsed = time.monotonic() - start
     f = session.follower
-    if outcome == "reached":
-        verdict, failure = "pass", None
-        reason = f"Boot Complete after {_at(f, SUCCESS):.2f} s" + (
-            ", shell ready" if f.has(SHELL) else "")
-    else:
-        verdict = "fail"
-        failure, reason = _failure_reason(outcome, session, plan)
+    verdict, failure, reason = _judge(end, session, plan)
     return BootResult(
         verdict=verdict, reason=reason,
         milestones=[{"name": r.name, "at": round(r.at, 3)} for r in f.reached],
         elapsed=round(elapsed, 3), vmm=command.vmm, accel=command.accel,
         harmless=list(f.harmless), serial_log=str(serial_log), vmm_log=str(vmm_log),
-        failure=failure, shell_reached=f.has(SHELL), vmm_exit=session.exited,
-        verdict_after=round(decided - start, 3), vmm_pid=proc.pid, notes=notes,
+        failure=failure, goal=plan.goal, shell_reached=f.has(SHELL), tests=f.tests,
+        vmm_exit=session.exited, verdict_after=round(decided - start, 3), vmm_pid=proc.pid,
         started=start, decided=decided)
 
 

@@ -4,7 +4,9 @@ A serial console arrives in arbitrary pieces: a marker can be split across two
 reads, terminal escapes (UEFI's console clears the screen and moves the cursor)
 can sit in the middle of a line, and lines end in CR LF or a lone CR. This module
 turns those pieces into events; it does no I/O and knows no clock, so the engine
-passes in the time and the tests can feed it byte by byte.
+passes in the time and the tests can feed it byte by byte. The markers are the
+flake's (``mk-vm-test.nix``, ``../shared/redox-flake.md``), matched as text arrives,
+so the prompt ``redox# ``, which no newline follows, counts when it is printed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
+from typing import Literal
+
+from .protocol import TestRun, TestsPrefix
 
 # A complete escape sequence: CSI (ESC [ params intermediates final), OSC (ESC ] ...
 # BEL or ESC \), or a two-character escape. UEFI's terminal uses ESC [ = 3 h too.
@@ -33,17 +38,26 @@ class Milestone:
     what: str
 
 
-# In boot order. The verdict is "pass" at SUCCESS; SHELL is a bonus reported beside it.
+# In boot order; each counts only after the one before. "Boot Complete" matches the
+# banner with or without the quotes init prints it in ("  Redox OS Boot Complete!").
 MILESTONES: tuple[Milestone, ...] = (
     Milestone("firmware", (), "firmware or bootloader output"),
-    Milestone("kernel", ("Redox OS starting", "initfs"), "the kernel running the init filesystem"),
+    Milestone("kernel", ("Redox OS starting",), "the kernel starting"),
     Milestone("boot-complete", ("Boot Complete",), "Redox OS Boot Complete!"),
-    Milestone("shell", ("ion>", "Welcome to Redox", "login:"), "a shell or login prompt"),
+    Milestone("shell", ("redox# ", "Welcome to Redox", "ion>"), "a shell prompt"),
 )
 MILESTONE_NAMES = tuple(m.name for m in MILESTONES)
 SUCCESS = "boot-complete"
 SHELL = "shell"
-PANIC_MARKERS = ("KERNEL PANIC", "panicked at")
+# Milestones that may have a limit of their own; the shell's is the image's grace period.
+TIMED_MILESTONES = tuple(n for n in MILESTONE_NAMES if n != SHELL)
+PanicKind = Literal["kernel", "userspace"]
+# A panic ends the boot wherever it comes, after Boot Complete too: getty panicking
+# ("thread 'main' (1) panicked at src/bin/getty.rs", then "relibc: abort() called")
+# leaves a booted system without a shell.
+PANIC_MARKERS: dict[str, PanicKind] = {
+    "KERNEL PANIC": "kernel", "panicked at": "userspace", "relibc: abort()": "userspace",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Panic:
     line: str
     at: float
     complete: bool = False  # the line has ended; until then more of it may come
+    kind: PanicKind = "kernel"
 
 
 @dataclass
@@ -64,11 +79,14 @@ class SerialFollower:
     """Feed it serial output as it arrives; it reports milestones, panics, harmless lines."""
 
     harmless_patterns: tuple[str, ...] = ()
+    # A test image's protocol prefix: its result lines are read into ``tests``.
+    tests_prefix: TestsPrefix | None = None
     milestones: tuple[Milestone, ...] = MILESTONES
-    panic_markers: tuple[str, ...] = PANIC_MARKERS
+    panic_markers: dict[str, PanicKind] = field(default_factory=lambda: dict(PANIC_MARKERS))
     reached: list[Reached] = field(default_factory=list)
     harmless: list[str] = field(default_factory=list)
     panic: Panic | None = None
+    tests: TestRun | None = None
     _decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
     _carry: str = ""          # an escape sequence not complete yet
@@ -78,6 +96,10 @@ class SerialFollower:
     _cursor: int = 0          # the next milestone is searched from here (milestones are ordered)
     _line_start: int = 0
     _panic_start: int | None = None  # where the panic line starts in _text
+
+    def __post_init__(self) -> None:
+        if self.tests_prefix is not None and self.tests is None:
+            self.tests = TestRun(self.tests_prefix)
 
     @property
     def next_milestone(self) -> Milestone | None:
@@ -99,7 +121,7 @@ class SerialFollower:
         self._scan_panic(at, events)
         if self.panic is None:
             self._scan_milestones(at, events)
-        self._scan_lines()
+        self._scan_lines(at)
         self._trim()
         return events
 
@@ -119,16 +141,22 @@ class SerialFollower:
         start = max(0, self._searched - (longest - 1))
         found = False
         if self.panic is None:
-            hits = [i for i in (self._text.find(m, start) for m in self.panic_markers) if i >= 0]
+            hits = [(i, kind) for i, kind in ((self._text.find(m, start), kind)
+                                               for m, kind in self.panic_markers.items()) if i >= 0]
             if hits:
-                self._panic_start = self._text.rfind("\n", 0, min(hits)) + 1
-                self.panic = Panic("", at)
+                first, kind = min(hits)
+                self._panic_start = self._text.rfind("\n", 0, first) + 1
+                self.panic = Panic("", at, kind=kind)
                 found = True
         if self.panic is not None and not self.panic.complete:
             # The panic line as far as it has come: a console writes a line in pieces.
             end = self._text.find("\n", self._panic_start)
-            line = self._text[self._panic_start:end if end >= 0 else len(self._text)].strip()
-            self.panic = Panic(line, self.panic.at, complete=end >= 0)
+            if end >= 0 and self._text[self._panic_start:end].rstrip().endswith(":"):
+                # Rust's "panicked at src/bin/getty.rs:121:6:" puts the message on the next line.
+                end = self._text.find("\n", end + 1)
+            text = self._text[self._panic_start:end if end >= 0 else len(self._text)]
+            line = " ".join(part.strip() for part in text.split("\n") if part.strip())
+            self.panic = Panic(line, self.panic.at, complete=end >= 0, kind=self.panic.kind)
         if found:
             events.append(self.panic)
         self._searched = len(self._text)
@@ -152,12 +180,17 @@ class SerialFollower:
         self.reached.append(r)
         return r
 
-    def _scan_lines(self) -> None:
+    def _scan_lines(self, at: float) -> None:
         while (end := self._text.find("\n", self._line_start)) >= 0:
             line = self._text[self._line_start:end].strip()
             self._line_start = end + 1
             if line and line not in self.harmless and any(p in line for p in self.harmless_patterns):
                 self.harmless.append(line)
+            if self.tests is not None:
+                self.tests.read_line(line, at)
+        if self.tests is not None and not self.tests.complete \
+                and self.tests.is_complete_marker(self._text[self._line_start:]):
+            self.tests.completed_at = at
         if len(self._text) - self._line_start > MAX_KEPT_CHARS:
             self._line_start = len(self._text)  # a runaway line: too long to be a warning
 

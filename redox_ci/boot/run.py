@@ -2,7 +2,8 @@
 
 It turns a request (VMM, image, bootloader, system) into a VMM command on a
 throw-away copy of the disk, with the firmware and accelerator this host has,
-and hands it to the engine. Where KVM is there but does not work (nested
+and hands it to the engine with the image's rule from the settings (a shell after
+Boot Complete, or a test image's protocol) and its timeouts. Where KVM is there but does not work (nested
 virtualisation often fails this way) and the accelerator was left on "auto",
 QEMU is started once more with TCG instead of failing the commit for the host.
 """
@@ -17,16 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import BootSettings
+from ..config import BootImage, BootSettings
 from .engine import BootResult, FollowPlan, follow
 from ..errors import UsageError
 from .errors import ImageError, VmmNotFound
-from .markers import MILESTONE_NAMES
 from .replay import load_transcript
 from .vmm import (CLOUD_HYPERVISOR, CLOUD_HYPERVISOR_BINARY, QEMU, QEMU_BINARY, SYSTEMS, Accel,
                   Firmware, VmmCommand, choose_accel, cloud_hypervisor_argv, find_binary,
-                  find_firmware, qemu_argv, qemu_img_overlay_argv, resolve_bootloader,
-                  resolve_image)
+                  find_firmware, image_bootloader, qemu_argv, qemu_img_overlay_argv,
+                  resolve_bootloader, resolve_image)
 
 SERIAL_FIFO_NAME = "serial.fifo"
 
@@ -37,7 +37,9 @@ class BootRequest:
     image: str | Path
     bootloader: str | Path | None = None
     system: str = "x86_64-linux"
-    # Cap on reaching Boot Complete, seconds from start; the per-milestone timeouts still apply.
+    # The image's attribute, whose rule judges it ([boot.images]); None: [boot].image_attr.
+    attr: str | None = None
+    # Seconds from start to the verdict; None: the image's timeout for this accelerator.
     timeout: float | None = None
     serial_log: str | Path | None = None
     vmm_log: str | Path | None = None
@@ -46,16 +48,27 @@ class BootRequest:
 
 
 def scaled_timeouts(settings: BootSettings, accel: str | None) -> dict[str, float]:
-    """Per-milestone timeouts: as set for TCG, a fraction of them under KVM."""
+    """Per-milestone limits: as set for TCG, a fraction of them under KVM."""
     factor = settings.kvm_timeout_factor if accel == "kvm" else 1.0
-    return {name: settings.timeouts[name] * factor for name in MILESTONE_NAMES}
+    return {name: limit * factor for name, limit in settings.timeouts.items()}
 
 
-def follow_plan(settings: BootSettings, accel: str | None, timeout: float | None) -> FollowPlan:
+def overall_timeout(settings: BootSettings, image: BootImage, accel: str | None) -> float:
+    """The flake's: its timeout with KVM; without, at least its TCG floor (a replay counts as TCG)."""
+    timeout = image.timeout or settings.timeout
+    return timeout if accel == "kvm" else max(timeout, image.tcg_timeout or settings.tcg_timeout)
+
+
+def follow_plan(settings: BootSettings, accel: str | None, timeout: float | None,
+                attr: str | None = None) -> FollowPlan:
+    """How the engine judges the image ``attr`` (default: [boot].image_attr)."""
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}")
-    return FollowPlan(timeouts=scaled_timeouts(settings, accel), overall=timeout,
-                      harmless=tuple(settings.harmless), wait_for_shell=settings.wait_for_shell)
+    image = settings.image(attr or settings.image_attr)
+    goal = "tests" if image.tests else "shell" if image.shell else "boot-complete"
+    return FollowPlan(overall=timeout or overall_timeout(settings, image, accel),
+                      timeouts=scaled_timeouts(settings, accel), harmless=tuple(settings.harmless),
+                      goal=goal, shell_grace=image.shell_grace, tests_prefix=image.tests)
 
 
 def log_paths(serial_log: str | Path | None, vmm_log: str | Path | None) -> tuple[Path, Path]:
@@ -111,10 +124,12 @@ def build_command(request: BootRequest, settings: BootSettings, accel: Accel, wo
     if binary is None:
         raise VmmNotFound(f"{QEMU_BINARY[request.system]} is not on PATH "
                           "(Debian: apt-get install qemu-system-x86 qemu-system-arm)")
-    if request.bootloader is None:
+    efi = (resolve_bootloader(request.bootloader, request.system) if request.bootloader is not None
+           else image_bootloader(request.image, request.system))
+    if efi is None:
         raise UsageError("QEMU starts the bootloader with -kernel: give --bootloader "
-                         "(the bootloader output or its EFI file)")
-    efi = resolve_bootloader(request.bootloader, request.system)
+                         "(the bootloader output or its EFI file); an image output with "
+                         "boot/BOOTX64.EFI in it needs none")
     disk, fmt = prepare_disk(image, workdir, overlay=True)
     vars_copy = None
     if firmware.vars_template is not None:
@@ -141,16 +156,18 @@ def boot(request: BootRequest, settings: BootSettings | None = None) -> BootResu
     requested = request.accel or settings.accel
     accel, _ = choose_accel(requested, request.system, request.vmm)
     serial_log, vmm_log = log_paths(request.serial_log, request.vmm_log)
+    attr = request.attr or settings.image_attr
     with tempfile.TemporaryDirectory(prefix="redox-ci-vm-") as tmp:
         command = build_command(request, settings, accel, Path(tmp))
-        result = follow(command, follow_plan(settings, accel, request.timeout), serial_log, vmm_log)
+        result = follow(command, follow_plan(settings, accel, request.timeout, attr), serial_log, vmm_log)
     if requested == "auto" and request.vmm == QEMU and _kvm_did_not_start(result):
         first = result.reason
         with tempfile.TemporaryDirectory(prefix="redox-ci-vm-") as tmp:
             command = build_command(request, settings, "tcg", Path(tmp))
-            result = follow(command, follow_plan(settings, "tcg", request.timeout),
+            result = follow(command, follow_plan(settings, "tcg", request.timeout, attr),
                             serial_log, vmm_log, append_vmm_log=True)
         result.notes.insert(0, f"KVM is there but QEMU could not use it ({first}); booted with TCG")
+    result.attr = attr
     return result
 
 
@@ -161,9 +178,14 @@ def replay_command(transcript: str | Path, env: Mapping[str, str] | None = None)
 
 
 def replay(transcript: str | Path, settings: BootSettings | None = None, timeout: float | None = None,
-           serial_log: str | Path | None = None, vmm_log: str | Path | None = None) -> BootResult:
-    """Judge a recorded console played by the stand-in VMM, through the same engine."""
+           serial_log: str | Path | None = None, vmm_log: str | Path | None = None,
+           attr: str | None = None) -> BootResult:
+    """Judge a recorded console played by the stand-in VMM, through the same engine, by the
+    rule of image ``attr`` (default: [boot].image_attr)."""
     settings = settings or BootSettings()
     load_transcript(transcript)  # a bad transcript is a usage error, not a failed boot
     serial, vmm = log_paths(serial_log, vmm_log)
-    return follow(replay_command(transcript), follow_plan(settings, None, timeout), serial, vmm)
+    attr = attr or settings.image_attr
+    result = follow(replay_command(transcript), follow_plan(settings, None, timeout, attr), serial, vmm)
+    result.attr = attr
+    return result

@@ -211,14 +211,28 @@ def resolve_image(image: str | Path) -> Path:
 
 
 def resolve_bootloader(bootloader: str | Path, system: str) -> Path:
-    """A directory holding boot/EFI/BOOT/<loader>.EFI (the bootloader output), or the file."""
+    """The EFI file, or a directory holding it: the bootloader output (boot/EFI/BOOT/<loader>.EFI)
+    or a disk image output, where the flake's make-disk-image copies it (boot/<loader>.EFI)."""
     p = Path(bootloader).expanduser()
     if p.is_dir():
-        p = p / "boot" / "EFI" / "BOOT" / EFI_LOADER[system]
+        p = _efi_in(p, system) or p / "boot" / "EFI" / "BOOT" / EFI_LOADER[system]
     if not p.is_file():
         raise ImageError(f"bootloader {p} does not exist "
                             f"(give the bootloader output or its boot/EFI/BOOT/{EFI_LOADER[system]})")
     return p
+
+
+def image_bootloader(image: str | Path, system: str) -> Path | None:
+    """The bootloader a disk image output carries (boot/<loader>.EFI), if it has one."""
+    p = Path(image).expanduser()
+    return _efi_in(p, system) if p.is_dir() else None
+
+
+def _efi_in(directory: Path, system: str) -> Path | None:
+    for where in (directory / "boot" / "EFI" / "BOOT", directory / "boot"):
+        if (where / EFI_LOADER[system]).is_file():
+            return where / EFI_LOADER[system]
+    return None
 
 
 @dataclass(frozen=True)

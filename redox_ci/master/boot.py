@@ -11,7 +11,7 @@ from __future__ import annotations
 from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
-from ..config import LoadedSettings
+from ..config import BootSettings, LoadedSettings
 from ..nix import realise_paths_argv
 from ..plan import Job, JobStatus, Plan
 from .steps import WORKER_SETTINGS, RedoxCiStep, StageJob, TriggerStage, one_line, planned, settings_download
@@ -86,26 +86,50 @@ def realise_args(props):
     return realise_paths_argv([*props.getProperty("image_paths"), *props.getProperty("bootloader_paths")])
 
 
+def boot_report(data: dict) -> tuple[str, dict[str, object], dict[str, str]]:
+    """Summary, properties and logs from ``redox-ci boot --json``; a test image's results
+    are counted as a build's cargo tests are (``tests_passed``, ...)."""
+    table = ", ".join(f"{m['name']} {m['at']:.2f} s" for m in data["milestones"])
+    props: dict[str, object] = {"boot_verdict": data["verdict"], "boot_accel": data.get("accel")}
+    complete = [m["at"] for m in data["milestones"] if m["name"] == "boot-complete"]
+    if complete:
+        props["boot_seconds"] = complete[0]
+    logs = {"milestones": "\n".join(
+        [f"{m['name']:15} {m['at']:8.2f} s" for m in data["milestones"]]
+        + [f"harmless: {h}" for h in data.get("harmless", [])] + data.get("notes", []))}
+    tests = data.get("tests")
+    if tests:
+        props.update({f"tests_{key}": tests[key] for key in ("passed", "failed", "skipped", "total")})
+        table += (f"; {tests['prefix']}: {tests['passed']} passed, {tests['failed']} failed, "
+                  f"{tests['skipped']} skipped")
+        logs["tests"] = "\n".join(f"{t['status']:8} {t['name']}" + (f": {t['reason']}" if t["reason"] else "")
+                                  for t in tests["results"])
+    summary = f"{data['verdict']} ({data.get('accel') or '-'}): {data['reason']}" + (f"; {table}" if table else "")
+    return one_line(summary), props, logs
+
+
 class BootStep(RedoxCiStep):
-    """Milestone table as the summary, serial and VMM logs attached, boot time as a property."""
+    """Milestone table as the summary, serial and VMM logs attached, boot time as a property;
+    a test image's results one by one in a log, counted in properties."""
 
     async def interpret(self, data: dict, rc: int) -> int:
         for name, path in (("serial", data.get("serial_log")), ("vmm", data.get("vmm_log"))):
             text = await self.getFileContentFromWorker(path) if path else None
             if text:
                 await self.addCompleteLog(name, text)
-        table = ", ".join(f"{m['name']} {m['at']:.2f} s" for m in data["milestones"])
-        await self.addCompleteLog("milestones", "\n".join(
-            [f"{m['name']:15} {m['at']:8.2f} s" for m in data["milestones"]]
-            + [f"harmless: {h}" for h in data.get("harmless", [])] + data.get("notes", [])))
-        complete = [m["at"] for m in data["milestones"] if m["name"] == "boot-complete"]
-        if complete:
-            self.setProperty("boot_seconds", complete[0], "BootStep")
-        self.setProperty("boot_verdict", data["verdict"], "BootStep")
-        self.setProperty("boot_accel", data.get("accel"), "BootStep")
-        self._summary = one_line(f"{data['verdict']} ({data.get('accel') or '-'}): {data['reason']}"
-                                 + (f"; {table}" if table else ""))
+        summary, props, logs = boot_report(data)
+        for name, text in logs.items():
+            await self.addCompleteLog(name, text)
+        for name, value in props.items():
+            self.setProperty(name, value, "BootStep")
+        self._summary = summary
         return SUCCESS if data["verdict"] == "pass" else FAILURE
+
+
+def longest_boot(boot: BootSettings) -> float:
+    """Seconds the longest boot may take: the step's silence timeout must outlast it."""
+    return max([boot.timeout, boot.tcg_timeout,
+                *(t for image in boot.images.values() for t in (image.timeout, image.tcg_timeout) if t)])
 
 
 def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
@@ -117,7 +141,7 @@ def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
     f.addStep(BootStep(loaded.settings.workers.command, boot_args, name="boot",
                        # TERM, not KILL: redox-ci then stops the VM's whole process group.
                        interruptSignal="TERM",
-                       timeout=int(sum(boot.timeouts.values()) + STEP_TIMEOUT_MARGIN)))
+                       timeout=int(longest_boot(boot) + STEP_TIMEOUT_MARGIN)))
     return f
 
 
