@@ -7,14 +7,15 @@ stops the master with a sentence instead of a traceback half-way through start-u
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -91,8 +92,24 @@ class PlanSettings(_Section):
         return v
 
 
+def _check_interface(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"must be an IP address such as '127.0.0.1' (this host only) or "
+                         f"'0.0.0.0' (every IPv4 interface), got {v!r}") from None
+    return v
+
+
+# The address a port listens on. Loopback unless the settings say otherwise: the web UI
+# lets admins start builds, and the worker port takes worker logins.
+Interface = Annotated[str, AfterValidator(_check_interface)]
+
+
 class WwwSettings(_Section):
     port: int = Field(default=8010, ge=1, le=65535)
+    # Plain HTTP: serve it to others through a TLS reverse proxy on this host.
+    interface: Interface = "127.0.0.1"
     url: str = "http://localhost:8010/"
     # The GitHub change hook at /change_hook/github; it needs github_webhook_secret.
     github_webhook: bool = False
@@ -124,6 +141,8 @@ class WorkersSettings(_Section):
     inventory: str | None = None
     # Port remote workers connect to.
     port: int = Field(default=9989, ge=1, le=65535)
+    # Remote workers need an address they reach ("0.0.0.0", or a private network's).
+    interface: Interface = "127.0.0.1"
     # Inline workers, used when there is no inventory file.
     worker: list[WorkerSpec] = []
     # How steps start redox-ci on a worker (argv prefix).

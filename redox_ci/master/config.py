@@ -25,7 +25,7 @@ def build_config(loaded: LoadedSettings) -> dict:
         # No usage data sent anywhere.
         "buildbotNetUsageData": None,
         "db": {"db_url": settings.database.url},
-        "protocols": {"pb": {"port": f"tcp:{settings.workers.port}"}},
+        "protocols": {"pb": {"port": www.listen_on(settings.workers.port, settings.workers.interface)}},
         "workers": [slot for w in loaded.workers for slot in make_workers(w)],
         "secretsProviders": [SecretsFileProvider(secrets.values)],
         "change_source": [schedulers.poller(settings)],

@@ -21,9 +21,18 @@ def authz(usernames: list[str]) -> util.Authz:
     )
 
 
+def listen_on(port: int, interface: str) -> str:
+    """A Twisted endpoint for Buildbot's ports: ``port`` on ``interface`` only.
+
+    Without an interface Twisted listens on every one; colons of an IPv6 address are
+    escaped, since the endpoint string is split on them.
+    """
+    return f"tcp:{port}:interface={interface.replace(':', chr(92) + ':')}"
+
+
 def www_config(settings: Settings, users: dict[str, str], extra_plugins: dict | None = None) -> dict:
     www = {
-        "port": f"tcp:{settings.www.port}",
+        "port": listen_on(settings.www.port, settings.www.interface),
         "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}, **(extra_plugins or {})},
         "auth": util.UserPasswordAuth(dict(users)),
         "authz": authz(sorted(users)),
