@@ -14,7 +14,7 @@ from .errors import UsageError
 MODULES = {
     "worker": ("buildbot_worker",),
     "master": ("buildbot", "flask"),
-    "local": ("buildbot", "buildbot_worker", "moto", "werkzeug"),
+    "local": ("buildbot", "buildbot_worker", "moto", "werkzeug", "tomli_w"),
 }
 
 

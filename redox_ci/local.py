@@ -1,31 +1,37 @@
 """``redox-ci local``: the whole CI on one machine, with embedded defaults.
 
-A Buildbot master with its web UI, a local worker, SQLite, and the bundled fixture
-flake in a git repository of its own (commit to it and the poller builds it). All
-state lives in one directory (``.local/`` by default) and survives restarts; the
-admin password is generated once and printed.
+A Buildbot master with its web UI, a local worker, SQLite, a local S3 cache server and
+the bundled fixture flake in a git repository of its own (commit to it and the poller
+builds it). All state lives in one directory (``.local/`` by default) and survives
+restarts; the admin password is generated once and printed.
+
+Every port listens on 127.0.0.1 only. One instance runs per state directory. A part
+that cannot start stops the whole start with a sentence saying which and why, and
+whatever had started is stopped again; the web UI's address is printed only once the
+master answers on it. On a fresh state directory the flake's current commit is built
+once without being asked, so that the first page a newcomer opens has a pipeline on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import secrets as pysecrets
 import shutil
-import signal
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import ConfigError
 from .fixture import make_fixture_repo
 
 MASTER_CFG = Path(__file__).resolve().parent.parent / "master.cfg"
 # Local commits should show up quickly; production polls less often (settings).
 LOCAL_POLL_SECONDS = 10
-# A master finishing its running steps on SIGTERM; past this it is killed.
-MASTER_STOP_SECONDS = 30
+# The local default is for this machine only: nothing listens on other interfaces.
+LOOPBACK = "127.0.0.1"
+SETTINGS_HEADER = "# Written by redox-ci local at every start; see README for every key.\n"
 
 
 @dataclass(frozen=True)
@@ -38,20 +44,11 @@ class CacheWiring:
     public_key: str
     credentials: dict[str, str]
 
-    def settings_toml(self) -> str:
-        return f"""
-[cache]
-enabled = true
-bucket = "{self.bucket}"
-endpoint_url = "{self.endpoint_url}"
-public_key = "{self.public_key}"
-secret_key_file = "{self.secret_key_file}"
-# Served straight over HTTP to Nix, so objects are world-readable.
-public_read = true
-"""
-
-    def secrets_toml(self) -> str:
-        return "\n[cache]\n" + "".join(f'{k} = "{v}"\n' for k, v in self.credentials.items())
+    def settings(self) -> dict:
+        return {"enabled": True, "bucket": self.bucket, "endpoint_url": self.endpoint_url,
+                "public_key": self.public_key, "secret_key_file": str(self.secret_key_file),
+                # Served straight over HTTP to Nix, so objects are world-readable.
+                "public_read": True}
 
 
 def signing_key(keys_dir: Path, name: str = "redox-ci-local-1") -> tuple[Path, str]:
@@ -72,6 +69,8 @@ class LocalSetup:
     repo: Path
     www_port: int = 8010
     pb_port: int = 9989
+    # Where the web UI and the worker port listen.
+    interface: str = LOOPBACK
     systems: list[str] = field(default_factory=lambda: ["x86_64-linux", "aarch64-linux"])
     # "local": a LocalWorker inside the master; "remote": a separate buildbot-worker process.
     worker_kind: str = "local"
@@ -81,6 +80,8 @@ class LocalSetup:
     poll_interval: int = LOCAL_POLL_SECONDS
     github_webhook: bool = False
     db_url: str = "sqlite:///state.sqlite"
+    # More settings as TOML, merged into the written ones (tables merge, lists of tables
+    # such as [[workers.worker]] are appended to).
     extra_toml: str = ""
     # A [cache] section and its credentials, from cache_settings() below.
     cache: CacheWiring | None = None
@@ -99,56 +100,77 @@ class LocalSetup:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.www_port}/"
+        host = f"[{self.interface}]" if ":" in self.interface else self.interface
+        return f"http://{host}:{self.www_port}/"
 
 
-def toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = out[key] + value
+        else:
+            out[key] = value
+    return out
+
+
+def settings_data(s: LocalSetup) -> dict:
+    data = {
+        "flake": {"repo": str(s.repo), "branches": ["main"], "poll_interval": s.poll_interval,
+                  "systems": list(s.systems)},
+        "www": {"port": s.www_port, "interface": s.interface, "url": s.url, "github_webhook": s.github_webhook},
+        "database": {"url": s.db_url},
+        "workers": {"port": s.pb_port, "interface": s.interface, "command": [sys.executable, "-m", "redox_ci"],
+                    "worker": [{"name": s.worker_name, "kind": s.worker_kind, "systems": ["x86_64-linux"],
+                                "capabilities": list(s.worker_capabilities), "max_builds": s.max_builds}]},
+        "secrets": {"file": s.secrets_file.name},
+    }
+    if s.cache:
+        data["cache"] = s.cache.settings()
+    if s.extra_toml:
+        try:
+            data = _merge(data, tomllib.loads(s.extra_toml))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"extra settings: not valid TOML: {e}") from None
+    return data
 
 
 def settings_text(s: LocalSetup) -> str:
-    command = toml_list([sys.executable, "-m", "redox_ci"])
-    return f"""# Written by redox-ci local; see README for every key.
-[flake]
-repo = "{s.repo}"
-branches = ["main"]
-poll_interval = {s.poll_interval}
-systems = {toml_list(s.systems)}
+    """The settings file, checked as the master will check it before it is written."""
+    import tomli_w
 
-[www]
-port = {s.www_port}
-url = "{s.url}"
-github_webhook = {str(s.github_webhook).lower()}
-
-[database]
-url = "{s.db_url}"
-
-[workers]
-port = {s.pb_port}
-command = {command}
-
-[[workers.worker]]
-name = "{s.worker_name}"
-kind = "{s.worker_kind}"
-systems = ["x86_64-linux"]
-capabilities = {toml_list(s.worker_capabilities)}
-max_builds = {s.max_builds}
-
-[secrets]
-file = "secrets.toml"
-{s.cache.settings_toml() if s.cache else ""}{s.extra_toml}"""
+    from .config import Settings
+    from .settings_file import validate
+    data = settings_data(s)
+    validate(Settings, data, s.settings_file)
+    return SETTINGS_HEADER + tomli_w.dumps(data)
 
 
 def secrets_text(admin_password: str, worker: tuple[str, str] | None = None,
                  webhook_secret: str | None = None, cache: CacheWiring | None = None) -> str:
-    text = f'[users]\nadmin = "{admin_password}"\n'
-    if worker:
-        text += f'\n[workers]\n{worker[0]} = "{worker[1]}"\n'
-    if cache:
-        text += cache.secrets_toml()
+    import tomli_w
+    data: dict = {"users": {"admin": admin_password}}
     if webhook_secret:
-        text = f'github_webhook_secret = "{webhook_secret}"\n\n' + text
-    return text
+        data["github_webhook_secret"] = webhook_secret
+    if worker:
+        data["workers"] = {worker[0]: worker[1]}
+    if cache:
+        data["cache"] = dict(cache.credentials)
+    return tomli_w.dumps(data)
+
+
+def saved_admin_password(secrets_file: Path) -> str | None:
+    """The admin password an earlier start generated, if there was one."""
+    if not secrets_file.exists():
+        return None
+    try:
+        password = tomllib.loads(secrets_file.read_text()).get("users", {}).get("admin")
+    except (tomllib.TOMLDecodeError, AttributeError) as e:
+        raise ConfigError(f"{secrets_file}: cannot read the admin password ({e}); "
+                          "remove the file to have a new one made") from None
+    return password if isinstance(password, str) and password else None
 
 
 def prepare(s: LocalSetup, admin_password: str | None = None, worker_password: str | None = None,
@@ -157,13 +179,12 @@ def prepare(s: LocalSetup, admin_password: str | None = None, worker_password: s
     s.state.mkdir(parents=True, exist_ok=True)
     if not (s.repo / ".git").exists():
         make_fixture_repo(s.repo)
-    if s.secrets_file.exists() and admin_password is None:
-        admin_password = s.secrets_file.read_text().split('admin = "', 1)[1].split('"', 1)[0]
-    admin_password = admin_password or pysecrets.token_urlsafe(12)
+    admin_password = admin_password or saved_admin_password(s.secrets_file) or pysecrets.token_urlsafe(12)
     worker = (s.worker_name, worker_password or pysecrets.token_urlsafe(16)) if s.worker_kind == "remote" else None
+    settings = settings_text(s)
     s.secrets_file.write_text(secrets_text(admin_password, worker, webhook_secret, s.cache))
     s.secrets_file.chmod(0o600)
-    s.settings_file.write_text(settings_text(s))
+    s.settings_file.write_text(settings)
     s.master_dir.mkdir(exist_ok=True)
     if not (s.master_dir / "buildbot.tac").exists():
         subprocess.run(["buildbot", "create-master", "-q", "--db", s.db_url, str(s.master_dir)], check=True)
@@ -173,61 +194,29 @@ def prepare(s: LocalSetup, admin_password: str | None = None, worker_password: s
     return admin_password
 
 
+def tcp_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return port
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("local", help="run the whole CI on this machine (master, worker, web UI)")
     p.add_argument("--state-dir", default=".local", help="where state lives (default: .local)")
-    p.add_argument("--port", type=int, default=8010, help="web UI port (default: 8010)")
-    p.add_argument("--pb-port", type=int, default=9989, help="worker port (default: 9989)")
-    p.add_argument("--s3-port", type=int, default=9000, help="local S3 server port (default: 9000)")
+    p.add_argument("--port", type=tcp_port, default=8010, help="web UI port (default: 8010)")
+    p.add_argument("--pb-port", type=tcp_port, default=9989, help="worker port (default: 9989)")
+    p.add_argument("--s3-port", type=tcp_port, default=9000, help="local S3 server port (default: 9000)")
     p.add_argument("--flake-repo", help="a git repository holding a flake (default: the bundled fixture)")
+    p.add_argument("--no-first-build", action="store_true",
+                   help="on a fresh state directory, do not build the flake's current commit by itself")
     p.add_argument("--prepare-only", action="store_true", help="write the state directory and exit")
     p.set_defaults(func=run_local)
 
 
-def local_capabilities() -> list[str]:
-    """"kvm" when this host can run Cloud Hypervisor: a usable /dev/kvm and the binary."""
-    usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and shutil.which("cloud-hypervisor")
-    return ["kvm"] if usable else []
-
-
 def run_local(args) -> int:
-    from .cache.localserver import LocalS3Server
-    if not shutil.which("buildbot"):
-        raise UsageError("buildbot is not installed; run scripts/install.sh")
-    state = Path(args.state_dir).resolve()
-    repo = Path(args.flake_repo).resolve() if args.flake_repo else state / "redox-flake"
-    if args.flake_repo and not (repo / ".git").exists():
-        raise UsageError(f"--flake-repo {repo}: not a git repository (clone the flake there first)")
-    setup = LocalSetup(state=state, repo=repo, www_port=args.port, pb_port=args.pb_port,
-                       worker_capabilities=local_capabilities())
-    with LocalS3Server(state_dir=state / "s3", port=args.s3_port) as s3:
-        key_file, public_key = signing_key(state / "keys")
-        setup.cache = CacheWiring(s3.url, s3.bucket, key_file, public_key, s3.credentials)
-        password = prepare(setup)
-        print(f"redox-ci local: state in {state}")
-        print(f"  flake repository: {repo} (commit to it and a build starts within {LOCAL_POLL_SECONDS} s)")
-        print(f"  web UI: {setup.url}  (log in as admin / {password} to force builds)")
-        print(f"  binary cache: {s3.substituter}; to use it, add to nix.conf:")
-        print(f"    extra-substituters = {s3.substituter}")
-        print(f"    extra-trusted-public-keys = {public_key}")
-        if args.prepare_only:
-            return 0
-        sys.stdout.flush()
-        return run_master(setup.master_dir)
-
-
-def run_master(master_dir: Path) -> int:
-    """Run the master in the foreground; on Ctrl-C or SIGTERM stop it, then the S3 server."""
-    master = subprocess.Popen(["buildbot", "start", "--nodaemon", str(master_dir)])
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        return master.wait()
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if master.poll() is None:
-            master.terminate()
-            try:
-                master.wait(MASTER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                master.kill()
+    from .localrun import run_local as run
+    return run(args)
