@@ -19,6 +19,8 @@ DEBIAN_PACKAGES=(
   clang lld dosfstools mtools
   chromium chromium-driver
   postgresql
+  # The tests read listening sockets with ss.
+  iproute2
 )
 
 missing=()
