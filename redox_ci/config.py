@@ -1,31 +1,26 @@
-"""Settings: one TOML file, typed and validated before anything starts.
+"""The shape of settings.toml: one strict, frozen pydantic model per table.
 
-The master and the ``redox-ci`` command read the same file. Every problem is
-reported at once, each naming the file and the key, so that a wrong setting
-stops the master with a sentence instead of a traceback half-way through start-up.
+The master and the ``redox-ci`` command read the same file. These models say what
+each key may hold and nothing else: reading the file, resolving its relative paths
+and reporting every problem at once as ``file: key: message`` is ``settings_file.py``;
+the names inside (attributes, systems, branches) follow the rules of ``names.py``;
+the secrets file has its own model in ``secrets_file.py``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import ConfigError
+from . import names
 
-SETTINGS_ENV = "REDOX_CI_SETTINGS"
-DEFAULT_SETTINGS_NAME = "settings.toml"
-
-# Nix attribute names as the flake uses them (camelCase, dashes in checks).
-ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
-SYSTEM_RE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+$")
 KNOWN_CAPABILITIES = frozenset({"kvm", "big-parallel"})
+FIRMWARE_KEY = names.Rule(f"(qemu|cloud-hypervisor)/{names.SYSTEM.pattern}",
+                          "firmware keys are '<vmm>/<system>' like 'qemu/x86_64-linux', got {}")
 
 DEFAULT_STAGES: dict[str, list[str]] = {
     "host-tools": ["cookbook", "redoxfs", "installer", "fstools"],
@@ -44,13 +39,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _check_attrs(names: list[str]) -> list[str]:
-    bad = [n for n in names if not ATTR_RE.match(n)]
-    if bad:
-        raise ValueError(f"not Nix attribute names: {', '.join(map(repr, bad))}")
-    return names
-
-
 class FlakeSettings(_Section):
     # The git repository that is polled and built. Builds always use this URL, never a
     # repository named by a webhook payload.
@@ -63,10 +51,12 @@ class FlakeSettings(_Section):
     @field_validator("systems")
     @classmethod
     def _systems(cls, v: list[str]) -> list[str]:
-        bad = [s for s in v if not SYSTEM_RE.match(s)]
-        if bad or not v:
-            raise ValueError(f"systems must be like 'x86_64-linux', got {v!r}")
-        return v
+        return names.check_systems(v)
+
+    @field_validator("branches")
+    @classmethod
+    def _branches(cls, v: list[str]) -> list[str]:
+        return [names.BRANCH.check(b) for b in v]
 
 
 class PlanSettings(_Section):
@@ -80,15 +70,15 @@ class PlanSettings(_Section):
     @field_validator("runners", "checks")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
-        return _check_attrs(v)
+        return names.check_attrs(v)
 
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for stage, attrs in v.items():
-            if not re.match(r"^[a-z][a-z0-9-]*$", stage) or stage == "other":
-                raise ValueError(f"stage name {stage!r} must be lower-case words joined by '-', not 'other'")
-            _check_attrs(attrs)
+            if not names.STAGE.fits(stage) or stage == "other":
+                raise ValueError(names.STAGE.refusal.format(repr(stage)))
+            names.check_attrs(attrs)
         return v
 
 
@@ -258,9 +248,9 @@ class BootSettings(_Section):
     @field_validator("firmware")
     @classmethod
     def _firmware(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in v if not re.match(r"^(qemu|cloud-hypervisor)/[a-z0-9_]+-[a-z0-9_]+$", k))
+        bad = sorted(k for k in v if not FIRMWARE_KEY.fits(k))
         if bad:
-            raise ValueError(f"firmware keys are '<vmm>/<system>' like 'qemu/x86_64-linux', got {bad}")
+            raise ValueError(FIRMWARE_KEY.refusal.format(bad))
         return v
 
     @field_validator("images", mode="before")
@@ -268,24 +258,12 @@ class BootSettings(_Section):
     def _images(cls, v: object) -> object:
         if not isinstance(v, dict):
             return v
-        _check_attrs(list(v))
+        names.check_attrs(v)
         return {**DEFAULT_BOOT_IMAGES, **v}
 
     def image(self, attr: str) -> BootImage:
         """The rule for ``attr``: as set in [boot.images], else the flake's boot test."""
         return self.images.get(attr, BootImage())
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> BootSettings:
-        """Only the [boot] table of a settings file: a worker needs no other section."""
-        p = Path(path)
-        table = _read_toml(p, "settings").get("boot", {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{p}: boot: must be a table")
-        try:
-            return cls.model_validate(table)
-        except ValidationError as e:
-            raise ConfigError(_format_errors(p, e, prefix="boot.")) from None
 
 
 class ReproSettings(_Section):
@@ -311,14 +289,17 @@ class ReproSettings(_Section):
     @field_validator("attrs")
     @classmethod
     def _repro_attrs(cls, v: list[str]) -> list[str]:
-        return _check_attrs(v)
+        return names.check_attrs(v)
+
+    @field_validator("branches")
+    @classmethod
+    def _repro_branches(cls, v: list[str]) -> list[str]:
+        return [names.BRANCH.check(b) for b in v]
 
     @field_validator("system")
     @classmethod
     def _repro_system(cls, v: str) -> str:
-        if not SYSTEM_RE.match(v):
-            raise ValueError(f"system must be like 'x86_64-linux', got {v!r}")
-        return v
+        return names.SYSTEM.check(v)
 
 
 class SecretsSettings(_Section):
@@ -340,141 +321,9 @@ class Settings(_Section):
 
 @dataclass(frozen=True)
 class LoadedSettings:
-    """Settings plus where they came from, so relative paths resolve beside the file."""
+    """Settings as ``settings_file.load`` returns them: relative paths already resolved
+    beside the file, and the workers of the inventory (none on a worker host)."""
 
     settings: Settings
     path: Path
     workers: list[WorkerSpec] = field(default_factory=list)
-
-    def resolve(self, relative: str) -> Path:
-        p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
-
-
-def settings_path(explicit: str | os.PathLike | None = None, basedir: Path | None = None) -> Path:
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(SETTINGS_ENV):
-        return Path(os.environ[SETTINGS_ENV])
-    return (basedir or Path.cwd()) / DEFAULT_SETTINGS_NAME
-
-
-def _format_errors(path: Path, err: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        key = prefix + loc if loc else prefix.rstrip(".") or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt?)"
-        lines.append(f"{path}: {key}: {msg}")
-    return "\n".join(lines)
-
-
-def _read_toml(path: Path, what: str) -> dict:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} file not found (set {SETTINGS_ENV} or create it)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read {what} file: {e.strerror}") from None
-
-
-def parse_settings(data: dict, path: Path) -> Settings:
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(path, e)) from None
-
-
-def load_inventory(path: Path) -> list[WorkerSpec]:
-    data = _read_toml(path, "worker inventory")
-    unknown = set(data) - {"worker"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}: the inventory holds [[worker]] tables")
-    specs = []
-    for i, w in enumerate(data.get("worker", [])):
-        try:
-            specs.append(WorkerSpec.model_validate(w))
-        except ValidationError as e:
-            raise ConfigError(_format_errors(path, e, prefix=f"worker[{i}].")) from None
-    return specs
-
-
-def load_settings(path: str | os.PathLike | None = None, with_workers: bool = True) -> LoadedSettings:
-    """Read and validate the settings; ``with_workers=False`` on a worker host, which
-    has the settings file but not the master's inventory."""
-    p = settings_path(path).resolve()
-    settings = parse_settings(_read_toml(p, "settings"), p)
-    loaded = LoadedSettings(settings, p)
-    if not with_workers:
-        return loaded
-    if settings.workers.inventory:
-        workers = load_inventory(loaded.resolve(settings.workers.inventory))
-    else:
-        workers = list(settings.workers.worker)
-    names = [w.name for w in workers]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"{p}: workers: duplicate worker names {dupes}")
-    if not workers:
-        raise ConfigError(f"{p}: workers: no workers; add [[workers.worker]] or [workers].inventory")
-    return LoadedSettings(settings, p, workers)
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """What the secrets file holds. Values are never logged or shown."""
-
-    users: dict[str, str]
-    worker_passwords: dict[str, str]
-    values: dict[str, str]  # flat: name -> value, for util.Secret lookups
-
-    def get(self, name: str) -> str | None:
-        return self.values.get(name)
-
-    def cache_credentials(self) -> dict[str, str] | None:
-        """S3 credentials from [cache]; None leaves boto3 to its chain (environment, role)."""
-        creds = {k.removeprefix("cache-"): v for k, v in self.values.items() if k.startswith("cache-")}
-        return creds or None
-
-
-SECRET_KEYS = {"users", "workers", "github_webhook_secret", "cache"}
-CACHE_SECRET_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
-
-
-def load_secrets(loaded: LoadedSettings) -> Secrets:
-    path = loaded.resolve(loaded.settings.secrets.file)
-    data = _read_toml(path, "secrets")
-    errors = [f"{path}: {k}: unknown key (misspelt?)" for k in sorted(set(data) - SECRET_KEYS)]
-
-    def table(name: str) -> dict[str, str]:
-        t = data.get(name, {})
-        if not isinstance(t, dict) or not all(isinstance(v, str) for v in t.values()):
-            errors.append(f"{path}: {name}: must be a table of strings")
-            return {}
-        return t
-
-    users, workers, cache = table("users"), table("workers"), table("cache")
-    errors += [f"{path}: cache.{k}: unknown key" for k in sorted(set(cache) - CACHE_SECRET_KEYS)]
-    webhook = data.get("github_webhook_secret")
-    if webhook is not None and not isinstance(webhook, str):
-        errors.append(f"{path}: github_webhook_secret: must be a string")
-    s = loaded.settings
-    for w in loaded.workers:
-        if w.kind == "remote" and not workers.get(w.name):
-            errors.append(f"{path}: workers.{w.name}: missing password for remote worker {w.name!r}")
-    if s.www.github_webhook and not webhook:
-        errors.append(f"{path}: github_webhook_secret: missing, and [www].github_webhook is on")
-    if not users:
-        errors.append(f"{path}: users: no users; add [users] name = \"password\" to allow forcing builds")
-    if errors:
-        raise ConfigError("\n".join(errors))
-    values = {f"worker-{k}": v for k, v in workers.items()}
-    values.update({f"cache-{k}": v for k, v in cache.items()})
-    if webhook:
-        values["github-webhook-secret"] = webhook
-    return Secrets(users=users, worker_passwords=workers, values=values)

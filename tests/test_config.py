@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from redox_ci.config import load_secrets, load_settings
+from redox_ci.config import BootSettings, CacheSettings
+from redox_ci.secrets_file import load_secrets
+from redox_ci.settings_file import load, load_table
 from redox_ci.errors import ConfigError
 from redox_ci.local import LocalSetup, prepare, settings_text
 
@@ -34,13 +36,13 @@ def write(tmp_path: Path, settings: str, secrets: str = SECRETS) -> Path:
 
 def error_of(tmp_path: Path, settings: str, secrets: str = SECRETS) -> str:
     with pytest.raises(ConfigError) as e:
-        loaded = load_settings(write(tmp_path, settings, secrets))
+        loaded = load(write(tmp_path, settings, secrets))
         load_secrets(loaded)
     return str(e.value)
 
 
 def test_good_settings_load_with_defaults(tmp_path):
-    loaded = load_settings(write(tmp_path, GOOD))
+    loaded = load(write(tmp_path, GOOD))
     s = loaded.settings
     assert s.flake.systems == ["x86_64-linux", "aarch64-linux"]
     assert list(s.plan.stages) == ["host-tools", "cross-system", "cross-userspace", "infrastructure"]
@@ -70,7 +72,7 @@ def test_bad_settings_name_file_and_key(tmp_path, settings, expected):
 
 def test_missing_settings_file_says_how_to_fix(tmp_path):
     with pytest.raises(ConfigError, match="REDOX_CI_SETTINGS"):
-        load_settings(tmp_path / "nope.toml")
+        load(tmp_path / "nope.toml")
 
 
 @pytest.mark.parametrize("settings, secrets, expected", [
@@ -92,11 +94,11 @@ def test_secret_values_never_in_error_messages(tmp_path):
 def test_inventory_file(tmp_path):
     (tmp_path / "inv.toml").write_text(
         '[[worker]]\nname = "arm1"\nsystems = ["aarch64-linux"]\ncapabilities = ["kvm"]\nmax_builds = 3\n')
-    loaded = load_settings(write(tmp_path, '[flake]\nrepo = "/r"\n[workers]\ninventory = "inv.toml"\n'))
+    loaded = load(write(tmp_path, '[flake]\nrepo = "/r"\n[workers]\ninventory = "inv.toml"\n'))
     assert loaded.workers[0].systems == ["aarch64-linux"] and loaded.workers[0].max_builds == 3
     (tmp_path / "inv.toml").write_text('[[worker]]\nname = "arm1"\nmax_builds = 0\n')
     with pytest.raises(ConfigError, match=r"inv.toml: worker\[0\].max_builds"):
-        load_settings(tmp_path / "settings.toml")
+        load(tmp_path / "settings.toml")
 
 
 def test_shipped_inventory_and_examples_are_valid(tmp_path):
@@ -106,7 +108,7 @@ def test_shipped_inventory_and_examples_are_valid(tmp_path):
     (tmp_path / "secrets.toml").write_text((root / "secrets.example").read_text())
     p = tmp_path / "settings.toml"
     p.write_text(settings.replace('file = "secrets.toml"', f'file = "{tmp_path / "secrets.toml"}"'))
-    loaded = load_settings(p)
+    loaded = load(p)
     load_secrets(loaded)
     assert {w.name for w in loaded.workers} >= {"x86-kvm-1", "arm64-1"}
 
@@ -122,3 +124,52 @@ def test_master_refuses_bad_settings_without_traceback(tmp_path):
     assert proc.returncode != 0
     assert "www.prot: unknown key" in out and str(setup.settings_file) in out
     assert "Traceback" not in out
+
+
+def test_relative_paths_are_resolved_once_beside_the_file(tmp_path):
+    (tmp_path / "inv.toml").write_text('[[worker]]\nname = "w1"\nkind = "local"\n')
+    loaded = load(write(tmp_path, '[flake]\nrepo = "/r"\n[workers]\ninventory = "inv.toml"\n'
+                                  '[cache]\nsecret_key_file = "keys/ci.secret"\n[secrets]\nfile = "secrets.toml"\n'))
+    s = loaded.settings
+    assert s.workers.inventory == str(tmp_path / "inv.toml")
+    assert s.cache.secret_key_file == str(tmp_path / "keys" / "ci.secret")
+    assert s.secrets.file == str(tmp_path / "secrets.toml")
+
+
+def test_a_worker_verb_reads_only_its_table(tmp_path):
+    p = tmp_path / "settings.toml"
+    p.write_text('[cache]\nbucket = "b"\nsecret_key_file = "ci.secret"\n[boot]\ncpus = 4\n[www]\nnewer_key = 1\n')
+    cache = load_table(CacheSettings, p)
+    assert cache.bucket == "b" and cache.secret_key_file == str(tmp_path / "ci.secret")
+    assert load_table(BootSettings, p).cpus == 4
+    assert load_table(BootSettings, None) == BootSettings()
+    p.write_text("[boot]\ncpus = 0\n")
+    with pytest.raises(ConfigError, match=f"{p}: boot.cpus: "):
+        load_table(BootSettings, p)
+
+
+def test_bad_branch_names_in_settings(tmp_path):
+    assert "flake.branches: not a branch name: 'a..b'" in error_of(
+        tmp_path, GOOD.replace("[flake]", '[flake]\nbranches = ["main", "a..b"]'))
+
+
+def test_every_secrets_problem_at_once(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('kind = "local"', 'kind = "remote"'),
+                   'users = "admin"\n[workers]\nw2 = "x"\n[cache]\naws_secret = "x"\n')
+    lines = msg.splitlines()
+    assert any(line.endswith("users: Input should be a valid dictionary") for line in lines)
+    assert any("cache.aws_secret: unknown key" in line for line in lines)
+    assert any("workers.w1: missing password" in line for line in lines)
+    assert not any("no users" in line for line in lines)  # users is wrong, not missing
+    assert all(line.startswith(str(tmp_path / "secrets.toml") + ": ") for line in lines)
+
+
+def test_secrets_are_typed_and_never_shown(tmp_path):
+    secrets = load_secrets(load(write(tmp_path, GOOD, 'github_webhook_secret = "hook-s3cr3t"\n' + SECRETS
+                                      + '[cache]\naws_access_key_id = "AKIA-s3cr3t"\n')))
+    assert secrets.users == {"admin": "pw"} and secrets.get("github-webhook-secret") == "hook-s3cr3t"
+    assert secrets.cache_credentials() == {"aws_access_key_id": "AKIA-s3cr3t"}
+    assert secrets.values == {"cache-aws_access_key_id": "AKIA-s3cr3t", "github-webhook-secret": "hook-s3cr3t"}
+    assert "s3cr3t" not in repr(secrets) and "pw" not in repr(secrets)
+    msg = error_of(tmp_path, GOOD, '[users]\nadmin = 12345678\n')
+    assert "users.admin: Input should be a valid string" in msg and "12345678" not in msg

@@ -6,7 +6,10 @@ from pathlib import Path
 
 from buildbot.config.errors import ConfigErrors
 
-from ..config import ConfigError, LoadedSettings, load_secrets, load_settings, settings_path
+from ..config import LoadedSettings
+from ..errors import ConfigError
+from ..secrets_file import load_secrets
+from ..settings_file import load
 from . import builders, repro, schedulers, www
 from .boot import boot_builders
 from .dashboard import dashboard_plugin
@@ -55,6 +58,6 @@ def master_config(basedir: str | Path) -> dict:
     start and prints the message, not a traceback.
     """
     try:
-        return build_config(load_settings(settings_path(basedir=Path(basedir))))
+        return build_config(load(basedir=Path(basedir)))
     except ConfigError as e:
         raise ConfigErrors(str(e).splitlines()) from None
