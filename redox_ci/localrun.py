@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 from .errors import UsageError
 from .local import LOCAL_POLL_SECONDS, CacheWiring, LocalSetup, prepare, signing_key
 from .processes import lock_instance, port_problem, spawn, stop, taken
+from .workerproc import create_workers, start_argv, worker_account
 
 LOCK_FILE = "local.lock"
 # Tools the start needs: the master, the fixture repository and poller, the pipeline.
@@ -36,6 +38,8 @@ TOOLS = ("buildbot", "git", "nix")
 
 # A master finishing its running steps on SIGTERM; past this it is killed.
 MASTER_STOP_SECONDS = 30
+# A worker stops at once once its master is gone.
+WORKER_STOP_SECONDS = 10
 # Master start-up and the local worker connecting, on a loaded 2-core machine (~20 s).
 READY_SECONDS = 180
 POLL_SECONDS = 0.5
@@ -230,22 +234,46 @@ def check_settings(setup: LocalSetup) -> None:
     load_secrets(load(setup.settings_file))
 
 
+class Workers:
+    """``buildbot-worker start --nodaemon`` per slot, as the worker user under root (a
+    separate process, as on a worker host); none for a LocalWorker inside the master."""
+
+    def __init__(self, setup: LocalSetup):
+        self.setup = setup
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, password: str) -> None:
+        workers = create_workers(self.setup, password)
+        for wdir in workers.dirs:
+            with open(wdir / "console.log", "wb") as console:
+                self.procs.append(spawn(start_argv(wdir, foreground=True), stdout=console,
+                                        stderr=subprocess.STDOUT, **workers.popen_kwargs()))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc, WORKER_STOP_SECONDS)
+
+
 def run(setup: LocalSetup, s3_port: int, prepare_only: bool = False, first_build: bool = True) -> int:
     from .cache.localserver import LocalS3Server
     s3 = LocalS3Server(state_dir=setup.state / "s3", port=s3_port, host=setup.interface)
     master = Master(setup)
+    workers = Workers(setup)
+    worker_password = secrets.token_urlsafe(16) if setup.worker_kind == "remote" else None
     print(f"redox-ci local: {'preparing' if prepare_only else 'starting'} in {setup.state} "
           f"(S3 server{'' if prepare_only else ', master, worker'})", flush=True)
     try:
         s3.start()
         key_file, public_key = signing_key(setup.state / "keys")
         setup.cache = CacheWiring(s3.url, s3.bucket, key_file, public_key, s3.credentials)
-        password = prepare(setup)
+        password = prepare(setup, worker_password=worker_password)
         check_settings(setup)
         if prepare_only:
             print(summary(setup, password, setup.cache, s3.substituter, web=False, first=None), flush=True)
             return 0
         master.start()
+        if worker_password:
+            workers.start(worker_password)
         master.wait_ready()
         first = first_build_line(setup, password) if first_build else None
         print(summary(setup, password, setup.cache, s3.substituter, web=True, first=first), flush=True)
@@ -255,6 +283,7 @@ def run(setup: LocalSetup, s3_port: int, prepare_only: bool = False, first_build
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         master.stop()
+        workers.stop()
         s3.stop()
 
 
@@ -271,7 +300,10 @@ def run_local(args) -> int:
     lock = lock_instance(state / LOCK_FILE, f"another instance with state in {state}")
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # Under root the worker is a process of the unprivileged worker user, as on a worker
+        # host; otherwise a LocalWorker inside the master, running as the user.
         setup = LocalSetup(state=state, repo=repo, www_port=args.port, pb_port=args.pb_port,
+                           worker_kind="remote" if worker_account() else "local",
                            worker_capabilities=local_capabilities())
         check_ports(setup, args.s3_port)
         return run(setup, args.s3_port, prepare_only=args.prepare_only, first_build=not args.no_first_build)

@@ -7,56 +7,24 @@ scheduler JSON-RPC, change hook), as a user or GitHub would.
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.support import requires, wait_for
 
-from redox_ci.config import WorkerSpec
 from redox_ci.fixture import commit_all, make_fixture_repo
 from redox_ci.local import LocalSetup, prepare
-from redox_ci.master.workers import slot_names
+from redox_ci.workerproc import create_workers, start_argv
 
 # Guards against a hung master or build: a test that waits longer fails with what it
 # saw. Generous on purpose; these are not speed checks.
 STARTUP_WAIT_SECONDS = 120
 BUILD_WAIT_SECONDS = 900
 POLL_SECONDS = 0.5
-
-
-# The unprivileged user that Buildbot workers run as (scripts/nix-setup.sh makes it, and
-# workers/redox-ci-worker.service runs as it): when the tests run as root, the worker
-# processes are handed to it, as on a production host, and build through the Nix daemon.
-WORKER_USER = "redox-ci"
-
-
-def worker_user() -> pwd.struct_passwd | None:
-    """The account worker processes run as: the worker user under root, else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(WORKER_USER)
-    except KeyError:
-        pytest.fail(f"no user {WORKER_USER!r} to run the worker as; run scripts/install.sh")
-
-
-def open_to_worker(path: Path) -> None:
-    """Let the worker user reach ``path``: pytest makes its temporary directories 0700."""
-    for p in [path, *path.parents]:
-        mode = p.stat().st_mode
-        if mode & 0o005 != 0o005:
-            p.chmod(mode | 0o005)
-        if p == Path(p.anchor) or str(p) == "/tmp":
-            break
 
 
 def free_port() -> int:
@@ -110,41 +78,12 @@ class Master:
         return bool(workers) and all(w["connected_to"] for w in workers)
 
     def _start_worker(self) -> None:
-        """One buildbot-worker process per slot of the inventory's worker (NAME-1..N)."""
-        self._worker_dirs = []
-        user = worker_user()
-        base = self.setup.state / "workers"
-        home = base / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        # The fixture repository belongs to root; git (and Nix's libgit2) refuse another
-        # user's repository unless it is named safe.
-        (home / ".gitconfig").write_text(f"[safe]\n\tdirectory = {self.setup.repo}\n")
-        env = {**os.environ, "HOME": str(home)}
-        as_user: dict = {}
-        if user:
-            env.update(USER=user.pw_name, LOGNAME=user.pw_name)
-            as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-            closed = next((p for p in Path(sys.prefix).parents if not p.stat().st_mode & 0o001), None)
-            if closed:
-                pytest.fail(f"the worker user cannot reach {sys.prefix} ({closed} is closed to others): "
-                            "clone redox-ci where other users can read it, e.g. under /srv or /work")
-            open_to_worker(self.setup.repo)
-            open_to_worker(base)
-            shutil.chown(base, user.pw_uid, user.pw_gid)
-            shutil.chown(home, user.pw_uid, user.pw_gid)
-            shutil.chown(home / ".gitconfig", user.pw_uid, user.pw_gid)
-            if self.setup.cache:
-                # On a worker host the signing key belongs to the worker user, mode 0600.
-                shutil.chown(self.setup.cache.secret_key_file, user.pw_uid, user.pw_gid)
-                open_to_worker(self.setup.cache.secret_key_file.parent)
-        for name in slot_names(WorkerSpec(name=self.setup.worker_name, max_builds=self.setup.max_builds)):
-            wdir = base / name
-            subprocess.run(["buildbot-worker", "create-worker", "-q", "--umask=0o22", str(wdir),
-                            f"127.0.0.1:{self.setup.pb_port}", name, self.worker_password],
-                           check=True, env=env, cwd=home, **as_user)
-            subprocess.run(["buildbot-worker", "start", str(wdir)], check=True, capture_output=True,
-                           env=env, cwd=home, **as_user)
-            self._worker_dirs.append(wdir)
+        """One buildbot-worker process per slot of the inventory's worker (NAME-1..N), as the
+        unprivileged worker user when the tests run as root (redox_ci.workerproc)."""
+        procs = create_workers(self.setup, self.worker_password)
+        for wdir in procs.dirs:
+            procs.run(start_argv(wdir), check=True, capture_output=True)
+        self._worker_dirs = procs.dirs
 
     def stop(self) -> None:
         for wdir in self._worker_dirs:

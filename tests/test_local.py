@@ -10,6 +10,7 @@ everything it started, a build in progress included.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ import pytest
 from redox_ci.errors import ConfigError
 from redox_ci.local import LocalSetup, secrets_text, settings_text
 from redox_ci.localrun import FIRST_BUILD_REASON, start_failure
+from redox_ci.workerproc import WORKER_USER
 from tests.master_support import BUILD_WAIT_SECONDS, STARTUP_WAIT_SECONDS, Master, free_port
 from tests.support import CLI, requires, wait_for
 
@@ -378,6 +380,16 @@ def running(tmp_path_factory):
         yield local
     finally:
         local.stop()
+
+
+@e2e
+def test_the_worker_is_a_process_of_the_unprivileged_worker_user(running):
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the worker to the worker user; others run it themselves")
+    workers = {pid for pid in descendants(running.proc.pid)
+               if b"buildbot-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    assert len(workers) == 2, workers  # one per slot
+    assert {Path(f"/proc/{pid}").stat().st_uid for pid in workers} == {pwd.getpwnam(WORKER_USER).pw_uid}
 
 
 @e2e
