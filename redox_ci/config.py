@@ -44,6 +44,9 @@ class FlakeSettings(_Section):
     # repository named by a webhook payload.
     repo: str
     branches: list[str] = ["main"]
+    # Tags whose pushes the GitHub hook builds, as patterns ("v*"); none unless set. The
+    # poller follows branches only.
+    tags: list[str] = []
     # Seconds between polls of the repository; GitHub's webhook makes this a fallback.
     poll_interval: int = Field(default=300, ge=5)
     systems: list[str] = ["x86_64-linux", "aarch64-linux"]
@@ -57,6 +60,11 @@ class FlakeSettings(_Section):
     @classmethod
     def _branches(cls, v: list[str]) -> list[str]:
         return [names.BRANCH.check(b) for b in v]
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        return [names.TAG_PATTERN.check(t) for t in v]
 
 
 class PlanSettings(_Section):

@@ -52,6 +52,11 @@ SYSTEM = Rule(r"[a-z0-9_]+-[a-z0-9_]+", "system must be like 'x86_64-linux', got
 # metacharacters, no "..", no leading "-" or "/".
 BRANCH = Rule(r"(?!-)(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}", "not a branch name: {}")
 BRANCH_WORDS = "a git branch name: letters, digits, '.', '_', '-' and '/'"
+# Tags to build, as fnmatch patterns ("v*", "release-[0-9]*"): a tag name's characters
+# and the wildcards.
+TAG_PATTERN = Rule(r"(?!-)(?!/)[A-Za-z0-9._/*?\[\]!-]{1,200}",
+                   "not a tag pattern (letters, digits, '.', '_', '-', '/' and the wildcards '*', '?', "
+                   "'[...]'): {}")
 REVISION_WORDS = "40 hex digits"
 REVISION = Rule(r"[0-9a-f]{40}", f"not a git revision ({REVISION_WORDS}): {{}}")
 # Characters a flake reference may contain. Anything outside this set is refused

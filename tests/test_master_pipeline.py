@@ -161,9 +161,9 @@ def test_new_commit_builds_without_a_force(master):
 def _github_push(master, rev: str, secret: str | None) -> requests.Response:
     payload = json.dumps({
         "ref": "refs/heads/main", "before": "0" * 40, "after": rev,
-        "repository": {"name": "redoxos-nix", "full_name": "brittonr/redoxos-nix",
-                       "html_url": "https://github.com/brittonr/redoxos-nix",
-                       "clone_url": "https://github.com/brittonr/redoxos-nix.git"},
+        # The master's flake repository (a path here): the hook takes only its pushes.
+        "repository": {"name": "redox-flake", "full_name": "redox/redox-flake",
+                       "html_url": str(master.setup.repo), "clone_url": str(master.setup.repo)},
         "pusher": {"name": "dev", "email": "dev@example.invalid"},
         "sender": {"login": "dev"},
         "head_commit": {"id": rev, "message": "hook", "timestamp": "2026-11-25T12:00:00Z",

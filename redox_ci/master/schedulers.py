@@ -13,6 +13,7 @@ from buildbot.schedulers.forcesched import ValidationError
 
 from .. import names
 from ..config import Settings
+from .github import OurRefs
 
 PLAN_SCHEDULER = "commits"
 FORCE_SCHEDULER = "force"
@@ -29,9 +30,10 @@ def poller(settings: Settings, workdir: str = "gitpoller-work"):
 
 
 def commit_scheduler(settings: Settings, plan_builder: str):
+    # The branches, and the tags of [flake].tags that the GitHub hook records as refs/tags/<tag>.
     return schedulers.SingleBranchScheduler(
         name=PLAN_SCHEDULER, builderNames=[plan_builder], treeStableTimer=None,
-        change_filter=util.ChangeFilter(branch=list(settings.flake.branches)))
+        change_filter=util.ChangeFilter(branch_fn=OurRefs.of(settings.flake).builds_branch))
 
 
 class CheckedString(util.StringParameter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from buildbot.plugins import util
 
 from ..config import Settings
+from . import github
 
 ADMIN_ROLE = "admins"
 
@@ -39,8 +40,10 @@ def www_config(settings: Settings, users: dict[str, str], extra_plugins: dict | 
         "change_hook_dialects": {},
     }
     if settings.www.github_webhook:
-        # strict: refuse payloads without a valid X-Hub-Signature.
+        # strict: refuse payloads without a valid X-Hub-Signature. class: only pushes to
+        # the flake repository's branches (and [flake].tags) become changes.
         www["change_hook_dialects"]["github"] = {
             "secret": util.Secret("github-webhook-secret"), "strict": True,
+            "class": github.dialect(settings.flake),
         }
     return www
