@@ -63,6 +63,10 @@ class Master:
             log = (self.setup.master_dir / "twistd.log").read_text()[-3000:]
             raise AssertionError(f"master did not start:\n{proc.stdout}\n{proc.stderr}\n{log}")
         wait_for("the web UI", self._up, STARTUP_WAIT_SECONDS)
+        self.start_workers()
+
+    def start_workers(self) -> None:
+        """The inventory's worker processes (a remote worker), once the master answers."""
         if self.setup.worker_kind == "remote":
             self._start_worker()
         wait_for("the worker to connect", self._worker_connected, STARTUP_WAIT_SECONDS)
