@@ -19,11 +19,12 @@ src=${REDOX_CI_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$src[worker]"
 
-id redox-ci >/dev/null 2>&1 || useradd --system --home-dir "$base" --create-home redox-ci
+# The same user scripts/nix-setup.sh makes (and trusts in nix.conf); NixOS: users.users.redox-ci.
+id redox-ci >/dev/null 2>&1 || useradd --system --home-dir "$base" --create-home --shell /usr/sbin/nologin redox-ci
 install -d -o redox-ci -g redox-ci "$base"
 if [ "$slots" -eq 1 ]; then names=("$name"); else names=(); for i in $(seq 1 "$slots"); do names+=("$name-$i"); done; fi
 for slot in "${names[@]}"; do
-  sudo -u redox-ci "$venv/bin/buildbot-worker" create-worker --umask=0o22 --keepalive=60 \
+  runuser -u redox-ci -- "$venv/bin/buildbot-worker" create-worker --umask=0o22 --keepalive=60 \
     "$base/$slot" "$master" "$slot" "$(cat "$password_file")"
   sed "s/@NAME@/$slot/g" "$(dirname "$0")/redox-ci-worker.service" > /etc/systemd/system/redox-ci-worker@"$slot".service
   systemctl daemon-reload
