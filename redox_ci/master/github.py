@@ -12,23 +12,45 @@ and its ref is a configured branch, or a tag that ``[flake].tags`` names. Anythi
 is answered 200 with a line saying it was ignored and why, and records nothing. The
 signature check, the parsing of the payload and the changes of a push that counts stay
 Buildbot's (``GitHubEventHandler``); this subclass decides which deliveries reach them.
+
+Before any of that, a delivery must pass ``check_delivery``: at most ``MAX_PAYLOAD_BYTES``,
+signed with ``X-Hub-Signature-256`` (Buildbot checks only the SHA-1 ``X-Hub-Signature``,
+which is refused on its own), and neither its ``X-GitHub-Delivery`` id nor its signed body
+seen before: a captured delivery sent again is answered 200 "already seen" and records
+nothing. They are kept in memory, the last ``REMEMBERED_DELIVERIES``: a restart of the
+master forgets them (README "Failures").
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import html
+import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from buildbot.util import bytes2unicode
+from buildbot.process.properties import Properties
+from buildbot.util import bytes2unicode, unicode2bytes
 from buildbot.www.hooks.github import GitHubEventHandler
 from twisted.internet import defer
 from twisted.python import log
 
 from .. import names
 from ..config import FlakeSettings
+
+# GitHub caps a delivery's payload at 25 MB and drops larger events, so a bigger body is
+# not GitHub's; a push is tens of kB, but one that lists thousands of changed files is
+# far more, so the limit is GitHub's own rather than a guess at what a push needs.
+MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+# Delivery ids remembered against replay: GitHub delivers a few per push, so this is
+# days of pushes, and ~40 bytes an id keeps it under 100 kB.
+REMEMBERED_DELIVERIES = 2000
+SIGNATURE_HEADER = b"X-Hub-Signature-256"
+DELIVERY_HEADER = b"X-GitHub-Delivery"
 
 TAG_PREFIX = "refs/tags/"
 BRANCH_PREFIX = "refs/heads/"
@@ -143,17 +165,109 @@ def event_ignored(event: str, payload: dict, ours: OurRefs) -> str | None:
     return f"ignored: {event} events start nothing; redox-ci builds {ours.what()}"
 
 
+def body_of(request) -> bytes:
+    """The raw body, refused (ValueError: Buildbot's hook answers 400 with its text)
+    when larger than ``MAX_PAYLOAD_BYTES``."""
+    content = request.content
+    content.seek(0, 2)
+    size = content.tell()
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"refused: payload of {size} bytes is over the limit of {MAX_PAYLOAD_BYTES}")
+    content.seek(0)
+    return content.read()
+
+
+def signature_problem(body: bytes, header: bytes | None, secret: str) -> str | None:
+    """Why ``X-Hub-Signature-256`` does not sign ``body`` with ``secret``; None when it does."""
+    if not header:
+        return ("no required signature: X-Hub-Signature-256 is missing (set the hook's secret on "
+                "GitHub; the SHA-1 X-Hub-Signature alone is not accepted)")
+    kind, _, digest = bytes2unicode(header).partition("=")
+    if kind != "sha256" or not digest:
+        return "wrong signature format: X-Hub-Signature-256 must be sha256=<hex>"
+    mac = hmac.new(unicode2bytes(secret), msg=body, digestmod=hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac, digest):
+        return "Hash mismatch: X-Hub-Signature-256 does not sign this body with the configured secret"
+    return None
+
+
+class Deliveries:
+    """The deliveries seen last, by id and by body signature (at most ``limit`` keys),
+    oldest forgotten first."""
+
+    def __init__(self, limit: int = REMEMBERED_DELIVERIES):
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, keys: list[str]) -> bool:
+        """Remember a delivery by its ``keys``; False when any was remembered already."""
+        if any(k in self._ids for k in keys):
+            return False
+        for k in keys:
+            self._ids[k] = None
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+        return True
+
+    def forget(self, keys: list[str]) -> None:
+        for k in keys:
+            self._ids.pop(k, None)
+
+
 class OurPushesOnly(GitHubEventHandler):
-    """Buildbot's GitHub handler, given only the pushes that ``OurRefs`` builds."""
+    """Buildbot's GitHub handler, given only the pushes that ``OurRefs`` builds, and only
+    deliveries that ``check_delivery`` lets through."""
 
     def __init__(self, secret, strict, *, ours: OurRefs, **kwargs):
         super().__init__(secret, strict, **kwargs)
         self.ours = ours
+        self.deliveries = Deliveries()
+
+    @defer.inlineCallbacks
+    def _get_payload(self, request):
+        """Buildbot's, with SHA-256 for SHA-1 and the size limit: the payload as a dict."""
+        body = body_of(request)
+        if self._secret:
+            p = Properties()
+            p.master = self.master
+            secret = yield p.render(self._secret)
+            problem = signature_problem(body, request.getHeader(SIGNATURE_HEADER), secret)
+            if problem:
+                raise ValueError(problem)
+        elif self._strict:
+            raise ValueError("no required signature: the hook has no secret configured")
+        content_type = request.getHeader(b"Content-Type")
+        if content_type == b"application/json":
+            return json.loads(body)
+        if content_type == b"application/x-www-form-urlencoded":
+            return json.loads(bytes2unicode(request.args[b"payload"][0]))
+        raise ValueError(f"Unknown content type: {content_type}")
 
     @defer.inlineCallbacks
     def process(self, request):
-        # Buildbot's: the signature (strict: required), the content type, the JSON.
+        # The size, the SHA-256 signature, the content type, the JSON; a refusal is a
+        # ValueError, which Buildbot's change hook answers 400 with its text.
         payload = yield self._get_payload(request)
+        delivery = bytes2unicode(request.getHeader(DELIVERY_HEADER) or b"")
+        # The delivery header is not signed: a replayer can change it, but not the body,
+        # so its signature is remembered too (GitHub's redelivery repeats both).
+        keys = [f"body {bytes2unicode(request.getHeader(SIGNATURE_HEADER) or b'')}"]
+        keys += [f"id {delivery}"] if delivery else []
+        if not self.deliveries.first_time(keys):
+            answer = f"already seen: delivery {delivery or '(no id)'} was taken before; nothing is queued again"
+            log.msg(f"GitHub hook: {answer}")
+            request.write(html.escape(answer + "\n", quote=False).encode())
+            return [], "git"
+        try:
+            result = yield self._take(request, payload)
+        except Exception:
+            # Refused or failed: GitHub's "Redeliver" (same id) must be taken again.
+            self.deliveries.forget(keys)
+            raise
+        return result
+
+    @defer.inlineCallbacks
+    def _take(self, request, payload):
         event = bytes2unicode(request.getHeader(b"X-GitHub-Event") or b"")
         answer = event_ignored(event, payload, self.ours)
         if answer is not None:
