@@ -14,6 +14,7 @@ from . import builders, repro, schedulers, www
 from .boot import boot_builders
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
+from .superseded import superseded_canceller
 from .workers import make_workers
 
 
@@ -44,7 +45,8 @@ def build_config(loaded: LoadedSettings) -> dict:
               if settings.boot.enabled],
             *repro.repro_schedulers(loaded),
         ],
-        "services": [],
+        # A new commit on a branch cancels the older commit's pipeline (forced builds never).
+        "services": [superseded_canceller(builders.PLAN_BUILDER, schedulers.PLAN_SCHEDULER)],
         "www": www.www_config(settings, secrets.users,
                               dashboard_plugin(settings.cache, settings.www.url, secrets.cache_credentials())),
     }
