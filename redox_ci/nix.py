@@ -24,6 +24,14 @@ older than 2.18, the error says so. Where versions differ, it is handled here:
   both are read.
 * ``nix build --json``: ``startTime``/``stopTime`` only for what that call built (2.26).
 * ``nix flake metadata --json``: a dirty tree has ``dirtyRevision`` and no ``revision``.
+* ``REF#.``: a fragment starting with ``.`` is an absolute attribute path (no
+  ``packages.<system>`` prefix is tried), so ``.`` alone is the flake's outputs; an empty
+  fragment means ``packages.<system>.default`` instead.
+* An evaluation error prints ``error:``, then trace frames (``… while ...``, ``at FILE:L:C``)
+  and, last, ``error: <message>``. Without ``--show-trace`` the frames may stop short of the
+  flake's own files; with it, the last frame in the flake's source is the throw.
+* Out of address space (``ulimit -v``), the evaluator prints ``error: out of memory`` (and
+  Boehm GC's ``GC Warning: Out of Memory!``), or dies of a signal.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import functools
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -50,6 +59,8 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 ERROR_TAIL_LINES = 12
 # A failed build's reason quotes the end of its log, where the builder and Nix say why.
 BUILD_LOG_TAIL_LINES = 15
+# An evaluation error's message in a plan's reason: one or two lines of it.
+EVAL_MESSAGE_CHARS = 300
 MIN_VERSION = (2, 18)
 INSTALL_HINT = "install Nix >= 2.18 (scripts/install.sh, the Nix installer, or NixOS)"
 
@@ -65,6 +76,11 @@ DIFFERS_RE = re.compile(r"output '(/nix/store/[^']+)' differs from '(/nix/store/
 # mismatch, 0x08 a --check build was not deterministic. So 100, 101, 102, 104, ...
 BUILD_STATUS_BASE = 0x60
 NOT_DETERMINISTIC_BIT = 0x08
+# The flake's outputs as an installable: REF#. (see the module's docstring).
+OUTPUTS_FRAGMENT = "."
+# A position in a flake's source as Nix prints it, "/nix/store/<hash>-source/flake.nix:22:21".
+SOURCE_POS_RE = re.compile(r"^at /nix/store/[0-9a-z]{32}-[^/]+/(\S+:\d+:\d+):?$")
+OUT_OF_MEMORY_RE = re.compile(r"error: out of memory|Out of Memory!|std::bad_alloc|Cannot allocate memory")
 
 
 # ---------------------------------------------------------------- environment, errors
@@ -158,18 +174,28 @@ def run(argv: Sequence[str], *, what: str, error: type[RedoxCIError] = NixError,
 
 
 def run_status(argv: Sequence[str], *, what: str, error: type[RedoxCIError] = NixError,
-               input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+               input: str | None = None, timeout: float | None = None,
+               memory_mb: int | None = None) -> subprocess.CompletedProcess:
     """Run a Nix command and return its output and exit status, whatever the status: for a
     command whose failure is an answer (a path not there, no log). Raises ``error`` only
-    when Nix is missing or the command timed out."""
+    when Nix is missing or the command timed out. ``memory_mb`` caps the command's address
+    space (RLIMIT_AS, as ``ulimit -v``): the evaluator runs in this process, builds it asks
+    for run in the daemon."""
+    limit = None
+    if memory_mb:
+        limit = functools.partial(_limit_address_space, memory_mb * 1024 * 1024)
     try:
         return subprocess.run(list(argv), capture_output=True, text=True, errors="replace", env=nix_env(),
-                              input=input, timeout=timeout,
+                              input=input, timeout=timeout, preexec_fn=limit,
                               stdin=None if input is not None else subprocess.DEVNULL)
     except FileNotFoundError:
         raise _not_found(argv, what, error) from None
     except subprocess.TimeoutExpired:
         raise error(f"{what}: timed out after {timeout:.0f} s") from None
+
+
+def _limit_address_space(size: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
 
 def run_streaming(argv: Sequence[str], *, what: str, tmpdir: str | None = None) -> subprocess.CompletedProcess:
@@ -218,15 +244,32 @@ def check_drv(drv: str) -> str:
     return drv
 
 
-def eval_json_argv(installable: str, apply: str | None = None) -> list[str]:
-    """``nix eval --json``; the flake's lock file is never written (it is not ours)."""
-    return ["nix", "eval", "--json", "--no-write-lock-file", *_operands([installable], "flake installable"),
+def eval_json_argv(installable: str, apply: str | None = None, *, show_trace: bool = False) -> list[str]:
+    """``nix eval --json``; the flake's lock file is never written (it is not ours).
+    ``show_trace``: the whole trace, down to the position of an error in the flake."""
+    return ["nix", "eval", "--json", "--no-write-lock-file", *(["--show-trace"] if show_trace else []),
+            *_operands([installable], "flake installable"),
             *(["--apply", apply] if apply is not None else [])]
 
 
 def eval_raw_argv(installable: str, apply: str | None = None) -> list[str]:
     return ["nix", "eval", "--raw", "--no-write-lock-file", *_operands([installable], "flake installable"),
             *(["--apply", apply] if apply is not None else [])]
+
+
+def outputs_installable(ref: str) -> str:
+    """The installable of a flake's whole outputs (``REF#.``), for one evaluation of several."""
+    return f"{ref}#{OUTPUTS_FRAGMENT}"
+
+
+def config_show_argv(name: str) -> list[str]:
+    """One setting's value (Nix >= 2.20; 2.18 and 2.19 have ``show_config_argv``)."""
+    return ["nix", "config", "show", *_operands([name], "setting name")]
+
+
+def show_config_argv() -> list[str]:
+    """Every setting as ``name = value`` lines (older name, still there in 2.26)."""
+    return ["nix", "show-config"]
 
 
 def flake_metadata_argv(ref: str) -> list[str]:
@@ -304,6 +347,46 @@ def parse_json(text: str, *, what: str, error: type[RedoxCIError] = NixError) ->
         return json.loads(text)
     except json.JSONDecodeError:
         raise error(f"{what}: nix printed no JSON: {text[:200]!r}") from None
+
+
+def eval_message(stderr: str, max_chars: int = EVAL_MESSAGE_CHARS) -> str:
+    """What an evaluation error says, for a reason: its last ``error:`` message (after the
+    trace) and where the throw is, e.g. ``does not evaluate on purpose (flake.nix:22:21)``."""
+    lines = [line.strip() for line in strip_ansi(stderr).splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    if not starts:
+        return shorten_error(stderr, 2)[:max_chars]
+    message, where = [], None
+    for line in lines[starts[-1]:]:
+        if line.startswith("at "):  # the message's own position, then the source around it
+            where = m.group(1) if (m := SOURCE_POS_RE.match(line)) else None
+            break
+        if not line or line.startswith("…") or "(use '--show-trace'" in line:
+            break
+        message.append(line)
+    text = " ".join(message).removeprefix("error:").strip() or "(no message)"
+    where = where or next((m.group(1) for line in reversed(lines[:starts[-1]])
+                           if (m := SOURCE_POS_RE.match(line))), None)
+    if where and where not in text:
+        text += f" ({where})"
+    return text if len(text) <= max_chars else text[:max_chars - 1] + "…"
+
+
+def out_of_memory(proc: subprocess.CompletedProcess) -> bool:
+    """Whether a command run with ``memory_mb`` ran out of it (its message, or a signal)."""
+    return proc.returncode < 0 or bool(OUT_OF_MEMORY_RE.search(proc.stderr or ""))
+
+
+def parse_config_value(text: str, name: str | None = None) -> list[str]:
+    """A list setting as ``nix config show NAME`` prints it (words on one line), or, with
+    ``name``, its line in the ``name = value`` listing of ``nix show-config``."""
+    if name is None:
+        return text.split()
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        if sep and key.strip() == name:
+            return value.split()
+    return []
 
 
 def parse_paths(text: str) -> list[str]:
@@ -502,6 +585,24 @@ def eval_json(installable: str, *, apply: str | None = None, what: str,
               error: type[RedoxCIError] = NixError, timeout: float | None = None) -> Any:
     proc = run(eval_json_argv(installable, apply), what=what, error=error, timeout=timeout)
     return parse_json(proc.stdout, what=what, error=error)
+
+
+def eval_json_status(installable: str, *, apply: str | None = None, what: str,
+                     error: type[RedoxCIError] = NixError, timeout: float | None = None,
+                     memory_mb: int | None = None, show_trace: bool = False) -> subprocess.CompletedProcess:
+    """``nix eval --json`` whose failure is an answer (the caller reads ``eval_message``);
+    raises ``error`` only for a missing Nix or the timeout."""
+    return run_status(eval_json_argv(installable, apply, show_trace=show_trace), what=what, error=error,
+                      timeout=timeout, memory_mb=memory_mb)
+
+
+def extra_platforms() -> list[str]:
+    """The systems this host's Nix builds besides its own (``extra-platforms``: emulated ones)."""
+    proc = run_status(config_show_argv("extra-platforms"), what="nix config show")
+    if proc.returncode == 0:
+        return parse_config_value(proc.stdout)
+    proc = run_status(show_config_argv(), what="nix show-config")
+    return parse_config_value(proc.stdout, "extra-platforms") if proc.returncode == 0 else []
 
 
 def eval_raw(installable: str, *, apply: str | None = None, what: str,

@@ -10,6 +10,7 @@ test_nix_eval_job.py.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ def captured(name: str) -> Captured:
 
 # The evaluation (flake.evaluate's own expression) names every derivation and output the
 # other captures speak of.
-PACKAGES = json.loads(captured("eval-packages").stdout)["x86_64-linux"]
+PACKAGES = json.loads(captured("eval-packages").stdout)["packages"]
 DRV = {a: i["drv"] for a, i in PACKAGES.items() if i.get("drv")}
 OUT = {a: {o["name"]: o["path"] for o in i["outputs"]} for a, i in PACKAGES.items() if i.get("drv")}
 STABLE, DEP = OUT["stable"]["out"], OUT["dep"]["out"]
@@ -168,8 +169,9 @@ def test_failed_build_json_prints_nothing():
 
 def test_eval_json_of_the_plan_expression():
     evaluation = nix.parse_json(captured("eval-packages").stdout, what="evaluating")
-    assert evaluation["aarch64-linux"] is None  # a system the flake lacks
-    assert evaluation["x86_64-linux"]["unevaluable"] == {"kind": "eval-error"}
+    assert evaluation["checks"] is None  # an output the flake lacks
+    assert evaluation["packages"]["unevaluable"] == {"kind": "eval-error"}  # tryEval: no message
+    assert PACKAGES["stable"]["forced"] is False and PACKAGES["stable"]["plainDrv"] == DRV["stable"]
     assert PACKAGES["split"]["outputs"] == [{"name": "out", "path": SPLIT}, {"name": "doc", "path": DOC}]
     assert captured("eval-raw-drv-path").stdout == DRV["stable"]  # --raw: no newline
     with pytest.raises(FlakeError, match="evaluating x: nix printed no JSON"):
@@ -181,6 +183,39 @@ def test_eval_error_of_a_throw_keeps_the_message_after_the_trace():
     short = nix.shorten_error(c.stderr)
     assert c.rc == 1 and short.startswith("error:")
     assert "does not evaluate on purpose" in short and "flake.nix:22" in short
+
+
+def test_eval_message_is_the_last_error_and_where_the_flake_threw():
+    # Without --show-trace a frame may stop short of the flake; with it the throw is there.
+    assert nix.eval_message(captured("eval-error-throw").stderr) == "does not evaluate on purpose (flake.nix:22:21)"
+    assert nix.eval_message(captured("eval-error-throw-trace").stderr) == \
+        "does not evaluate on purpose (flake.nix:22:21)"
+    assert nix.eval_message(captured("eval-error-not-a-flake").stderr) == "could not find a flake.nix file"
+    # A message with its own position, then source lines: the source is left out.
+    own = ("error: undefined variable 'fstools'\n       at /nix/store/" + "c" * 32 + "-source/flake.nix:210:84:\n"
+           "          209|             fstools = simple \"fstools\" [ ];\n")
+    assert nix.eval_message(own) == "undefined variable 'fstools' (flake.nix:210:84)"
+    assert len(nix.eval_message("error: " + "x" * 1000)) == nix.EVAL_MESSAGE_CHARS
+
+
+def test_out_of_memory_by_its_message_or_a_signal():
+    def proc(rc, err):
+        return subprocess.CompletedProcess([], rc, "", err)
+    assert nix.out_of_memory(proc(1, "GC Warning: Out of Memory! Heap size: 820 MiB. Returning NULL!\n"
+                                     "error: out of memory\n"))
+    assert nix.out_of_memory(proc(-6, "terminate called after throwing an instance of 'std::bad_alloc'"))
+    assert not nix.out_of_memory(proc(1, "GC Warning: Failed to expand heap by 393216 KiB\nerror: it broke"))
+
+
+def test_extra_platforms_from_either_command():
+    assert nix.parse_config_value(captured("config-show-extra-platforms").stdout) == ["aarch64-linux"]
+    assert nix.parse_config_value(captured("show-config").stdout, "extra-platforms") == ["aarch64-linux"]
+    assert nix.parse_config_value("platforms = x\n", "extra-platforms") == []
+
+
+def test_memory_limit_applies_to_the_command():
+    code = "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])"
+    assert nix.run_status([sys.executable, "-c", code], what="t", memory_mb=512).stdout.strip() == str(512 << 20)
 
 
 def test_eval_error_lines_before_error_are_dropped():
@@ -317,6 +352,10 @@ DRV_PATH = DRV["stable"]
 def test_argv_builders():
     assert nix.eval_json_argv("f#packages", "x: x") == \
         ["nix", "eval", "--json", "--no-write-lock-file", "f#packages", "--apply", "x: x"]
+    assert nix.eval_json_argv("f#.", "x: x", show_trace=True) == \
+        ["nix", "eval", "--json", "--no-write-lock-file", "--show-trace", "f#.", "--apply", "x: x"]
+    assert nix.outputs_installable("git+file:///r?rev=abc") == "git+file:///r?rev=abc#."
+    assert nix.config_show_argv("extra-platforms") == ["nix", "config", "show", "extra-platforms"]
     assert nix.eval_raw_argv("f#p", "p: p.drvPath") == \
         ["nix", "eval", "--raw", "--no-write-lock-file", "f#p", "--apply", "p: p.drvPath"]
     assert nix.flake_metadata_argv("github:o/r") == \
