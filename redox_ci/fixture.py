@@ -7,6 +7,10 @@ part of what a production worker runs.
 The fixtures build inside Nix's sandbox, where no host path exists: every derivation
 runs a static busybox that the generated repository carries as ``tools/busybox``
 (busybox picks its applet from its file name, so the file must keep that name). The
+Redox fixture's aarch64-linux outputs run an aarch64 one, ``tools-aarch64/busybox``:
+Debian's ``busybox-static`` for arm64, fetched once with ``apt-get download`` through a
+private apt tree for that architecture (the system's sources, its own lists, cache and
+state: the system's dpkg architectures stay as they are) into a cache directory. The
 boot stub, a UEFI program, needs clang and lld, which the sandbox lacks: it is built
 here on the host and committed into the generated repository as ``bootstub/BOOTX64.EFI``,
 and in its functional-test scenario (the FUNC_TEST protocol) as
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import shutil
 import struct
 import subprocess
@@ -35,6 +40,10 @@ BUSYBOX = Path("/bin/busybox")
 BUSYBOX_PACKAGE = "busybox-static"
 # Where a generated repository keeps it; the fixture flakes say `${./tools}/busybox`.
 TOOLS_DIR = "tools"
+# The aarch64 one, for a fixture that has aarch64-linux outputs (`${./tools-aarch64}/busybox`).
+TOOLS_AARCH64_DIR = "tools-aarch64"
+# ELF e_machine of aarch64.
+EM_AARCH64 = 183
 # A fixture with this directory boots: its built stub goes in beside the source.
 BOOTSTUB_DIR = "bootstub"
 BOOTSTUB_EFI = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
@@ -69,6 +78,11 @@ def make_fixture_repo(dest: Path, source: Path = REDOX_FIXTURE, branch: str = "m
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, dest, dirs_exist_ok=True)
     install_busybox(dest)
+    if "tools-aarch64" in (source / "flake.nix").read_text():
+        target = dest / TOOLS_AARCH64_DIR / "busybox"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aarch64_busybox(), target)
+        target.chmod(0o755)
     if (source / BOOTSTUB_DIR).is_dir():
         for scenario, name in BOOTSTUB_SCENARIOS.items():
             (dest / BOOTSTUB_DIR / name).write_bytes(bootstub(scenario=scenario, source=source / BOOTSTUB_DIR))
@@ -94,6 +108,55 @@ def check_static_busybox(path: Path) -> None:
         raise FixtureError(f"{path} is missing: the fixture flakes build with a static busybox; {install}")
     if _has_interpreter(path.read_bytes()):
         raise FixtureError(f"{path} is dynamically linked and cannot run in Nix's sandbox; {install}")
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept between runs: $XDG_CACHE_HOME/redox-ci or ~/.cache/redox-ci."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "redox-ci"
+
+
+def apt_download_argv(tree: Path, verb: str, *args: str) -> list[str]:
+    """``apt-get`` with a private tree for arm64: the system's sources, its own package
+    lists, archives and (empty) dpkg status, no lock, so no system file changes."""
+    return ["apt-get", "-q", "-o", f"Dir::State::Lists={tree / 'lists'}", "-o", f"Dir::Cache={tree}",
+            "-o", f"Dir::Cache::Archives={tree / 'archives'}", "-o", f"Dir::State::status={tree / 'status'}",
+            "-o", "APT::Architecture=arm64", "-o", "APT::Architectures=arm64", "-o", "Debug::NoLocking=1",
+            "-o", "APT::Sandbox::User=root", verb, *args]
+
+
+def aarch64_busybox(cache: Path | None = None) -> Path:
+    """Debian's static busybox for arm64, downloaded once into the cache directory."""
+    base = (cache or cache_dir()) / "busybox-static-arm64"
+    binary = base / "busybox"
+    if binary.is_file():
+        return binary
+    for tool in ("apt-get", "dpkg-deb"):
+        if not shutil.which(tool):
+            raise FixtureError(f"{tool} not found: the fixture's aarch64 busybox is Debian's "
+                               f"{BUSYBOX_PACKAGE}:arm64, fetched with apt-get download")
+    tree = base / "apt"
+    for d in (tree / "lists" / "partial", tree / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    (tree / "status").touch()
+    for verb, args in (("update", ()), ("download", (f"{BUSYBOX_PACKAGE}:arm64",))):
+        proc = subprocess.run(apt_download_argv(tree, verb, *args), cwd=tree, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FixtureError(f"cannot fetch {BUSYBOX_PACKAGE}:arm64 for the fixture's aarch64-linux outputs "
+                               f"(apt-get {verb} failed):\n{proc.stderr.strip()[-1000:]}")
+    debs = sorted(tree.glob(f"{BUSYBOX_PACKAGE}_*_arm64.deb"))
+    if not debs:
+        raise FixtureError(f"apt-get download left no {BUSYBOX_PACKAGE} arm64 package in {tree}")
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), tmp], check=True, capture_output=True)
+        extracted = Path(tmp) / "bin" / "busybox"
+        elf = extracted.read_bytes()
+        if elf[:4] != b"\x7fELF" or struct.unpack_from("<H", elf, 0x12)[0] != EM_AARCH64 or _has_interpreter(elf):
+            raise FixtureError(f"{debs[-1].name} holds no static aarch64 busybox")
+        extracted.chmod(0o755)
+        os.replace(extracted, binary)
+    shutil.rmtree(tree / "lists", ignore_errors=True)  # 20 MB of indexes, needed once
+    return binary
 
 
 def _has_interpreter(elf: bytes) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from boot_support import require_clang
-from redox_ci import fixture
+from redox_ci import fixture, nix
 from redox_ci.fixture import REDOX_FIXTURE, REPRO_FIXTURE, FixtureError, bootstub, git, make_fixture_repo
 from tests.support import requires
 
@@ -34,6 +34,10 @@ def test_redox_fixture_repo_carries_busybox_and_the_built_stub(tmp_path):
     files = tracked(repo)
     assert files["tools/busybox"] == "100755"
     assert (repo / "tools" / "busybox").read_bytes() == fixture.BUSYBOX.read_bytes()
+    # Debian's static busybox for arm64, for the aarch64-linux outputs.
+    arm = (repo / "tools-aarch64" / "busybox").read_bytes()
+    assert files["tools-aarch64/busybox"] == "100755" and arm[:4] == b"\x7fELF"
+    assert int.from_bytes(arm[0x12:0x14], "little") == fixture.EM_AARCH64 and not fixture._has_interpreter(arm)
     efi = (repo / "bootstub" / "BOOTX64.EFI").read_bytes()
     assert "bootstub/BOOTX64.EFI" in files and efi[:2] == b"MZ"
     functional = (repo / "bootstub" / "BOOTX64-functional-test.EFI").read_bytes()
@@ -48,7 +52,7 @@ def test_repro_fixture_repo_carries_busybox_and_no_stub(tmp_path):
     make_fixture_repo(repo, source=REPRO_FIXTURE)
     files = tracked(repo)
     assert files["tools/busybox"] == "100755"
-    assert not any(f.startswith("bootstub/") for f in files)
+    assert not any(f.startswith(("bootstub/", "tools-aarch64/")) for f in files)
 
 
 def test_the_stub_is_built_once_per_process(tmp_path):
@@ -75,13 +79,15 @@ def test_dynamically_linked_busybox_is_refused(tmp_path, monkeypatch):
         make_fixture_repo(tmp_path / "repo", source=REPRO_FIXTURE)
 
 
-def build_all(repo: Path, skip: set[str] = frozenset(), rebuild: bool = False) -> dict[str, str]:
-    """Build every package of the flake at ``repo`` with the sandbox asked for; attr -> out path.
+def build_all(repo: Path, skip: set[str] = frozenset(), rebuild: bool = False,
+              output: str = "packages.x86_64-linux") -> dict[str, str]:
+    """Build every attribute of ``output`` of the flake at ``repo`` with the sandbox asked
+    for; attr -> out path.
 
     ``rebuild``: build each one again even if an earlier test built it (it must be
     deterministic then).
     """
-    ref = f"{repo}#packages.x86_64-linux"
+    ref = f"{repo}#{output}"
     names = subprocess.run(["nix", "eval", "--json", ref, "--apply", "builtins.attrNames"],
                            capture_output=True, text=True, check=True)
     attrs = [a for a in json.loads(names.stdout) if a not in skip]
@@ -91,7 +97,12 @@ def build_all(repo: Path, skip: set[str] = frozenset(), rebuild: bool = False) -
     if rebuild:
         again = subprocess.run([*argv, "--rebuild"], capture_output=True, text=True)
         assert again.returncode == 0, again.stderr
-    return dict(zip(attrs, (b["outputs"]["out"] for b in json.loads(proc.stdout))))
+    # One entry per derivation, not per attribute: aliases share one.
+    by_drv = {b["drvPath"]: b["outputs"]["out"] for b in json.loads(proc.stdout)}
+    drvs = subprocess.run(["nix", "eval", "--json", ref, "--apply",
+                           f"p: map (a: p.${{a}}.drvPath) (builtins.fromJSON ''{json.dumps(attrs)}'')"],
+                          capture_output=True, text=True, check=True)
+    return {a: by_drv[d] for a, d in zip(attrs, json.loads(drvs.stdout))}
 
 
 def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
@@ -100,7 +111,7 @@ def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
     repo = tmp_path / "redox"
     make_fixture_repo(repo)
     out = build_all(repo, rebuild=True)
-    assert len(out) == 28
+    assert len(out) == 45
     efi = Path(out["bootloader"], "boot", "EFI", "BOOT", "BOOTX64.EFI")
     assert efi.read_bytes() == bootstub()
     assert Path(out["diskImage"], "redox.img").stat().st_size == 1 << 20
@@ -109,8 +120,41 @@ def test_every_redox_fixture_package_builds_in_the_sandbox(tmp_path):
     assert Path(out["redox-functional-test"], "boot", "BOOTX64.EFI").read_bytes() == \
         bootstub(scenario="functional-test")
     assert Path(out["redox-functional-test"], "redox.img").stat().st_size == 1 << 20
-    assert Path(out["runQemu"], "bin", "run-redox").read_text() == "#!/bin/sh\necho run-redox\n"
+    # Runner scripts as writeShellScriptBin makes them; they copy in their image.
+    script = Path(out["runQemu"], "bin", "run-redox-default-qemu")
+    assert script.read_text().startswith("#!/bin/sh\n") and f"{out['redox-default']}/redox.img" in script.read_text()
+    assert script.stat().st_mode & 0o111
     assert Path(out["cookbook"], "name").read_text() == "cookbook\n"
+    # Aliases are one derivation.
+    assert out["diskImage"] == out["redox-default"] and out["default"] == out["redox-graphical"]
+    checks = build_all(repo, output="checks.x86_64-linux")
+    assert checks["cookbook-build"] == out["cookbook"] and checks["boot-test"] == out["bootTest"]
+
+
+def test_aarch64_host_tools_build_under_emulation_in_the_sandbox(tmp_path):
+    """An aarch64 busybox builds the aarch64-linux outputs (qemu-user and binfmt_misc, the
+    host's Nix listing aarch64-linux in extra-platforms); some attributes throw there."""
+    requires("nix")
+    require_clang()
+    if "aarch64-linux" not in nix.extra_platforms():
+        pytest.skip("this host's Nix does not build aarch64-linux (extra-platforms)")
+    repo = tmp_path / "redox"
+    make_fixture_repo(repo)
+    ref = f"{repo}#packages.aarch64-linux"
+    proc = subprocess.run(["nix", "build", "--no-link", "--json", "-L", f"{ref}.cookbook", f"{ref}.installer",
+                           f"{ref}.redox-minimal"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    built = {b["drvPath"].split("-", 1)[1]: b["drvPath"] for b in json.loads(proc.stdout)}
+    # An earlier run may have built them (the fixture's derivations are the same in every
+    # repository): the log Nix kept says what the build printed.
+    assert "test result: ok. 9 passed" in nix.read_log(built["cookbook.drv"])
+    assert "test result: ok. 0 passed" in nix.read_log(built["installer.drv"])
+    drv = built["cookbook.drv"]
+    shown = subprocess.run(["nix", "derivation", "show", drv], capture_output=True, text=True, check=True)
+    assert json.loads(shown.stdout)[drv]["system"] == "aarch64-linux"
+    thrown = subprocess.run(["nix", "eval", "--raw", f"{ref}.redox-libstdcxx-shim.drvPath"],
+                            capture_output=True, text=True)
+    assert thrown.returncode != 0 and "x86_64-only" in thrown.stderr
 
 
 def test_repro_fixture_builds_in_the_sandbox(tmp_path):
