@@ -160,7 +160,7 @@ def profile_worker(tmp: Path, n: int, work: int) -> None:
     for _ in range(2):
         ref = flake_ref(repo, write_flake(repo, n, uuid.uuid4().hex, work))
         params = flake.EvalParams((SYSTEM,), (), tuple(DEFAULT_RUNNERS))
-        evaluation = flake.evaluate(ref, params)[SYSTEM]
+        evaluation = flake.evaluate(ref, params)[SYSTEM]["packages"]
         # Host tools have no dependencies: each build is one derivation, as in a job.
         plans.append((ref, [(a, evaluation[a]["drv"]) for a in layout(n).checks[:PROFILE_JOBS]]))
 

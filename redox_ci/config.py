@@ -22,17 +22,31 @@ KNOWN_CAPABILITIES = frozenset({"kvm", "big-parallel"})
 FIRMWARE_KEY = names.Rule(f"(qemu|cloud-hypervisor)/{names.SYSTEM.pattern}",
                           "firmware keys are '<vmm>/<system>' like 'qemu/x86_64-linux', got {}")
 
+# The real flake's names (../shared/redox-flake.md), each one it has: a name the flake lacks
+# is a SKIPPED job. The images use the per-crate kernel and base; redox-default is also
+# diskImage (an alias: one job).
 DEFAULT_STAGES: dict[str, list[str]] = {
     "host-tools": ["cookbook", "redoxfs", "installer", "fstools"],
-    "cross-system": ["relibc", "kernel", "bootloader", "base", "sysroot"],
+    "cross-system": ["relibc", "kernel", "kernelPerCrate", "bootloader", "base", "basePerCrate", "sysroot"],
     "cross-userspace": [
         "ion", "helix", "binutils", "netutils", "uutils", "redoxfsTarget", "extrautils", "sodium",
     ],
-    "infrastructure": ["initfsTools", "bootstrap", "initfs", "diskImage", "redox-minimal"],
+    "infrastructure": ["initfsTools", "bootstrap", "initfs", "redox-default", "redox-minimal"],
 }
+# Runner scripts are recognised by their derivation (writeShellScriptBin's); these names
+# are runners whatever their derivation.
 DEFAULT_RUNNERS = [
     "runQemu", "runQemuGraphical", "bootTest", "runCloudHypervisor", "runCloudHypervisorNet",
 ]
+# The flake's VM test scripts (packages and checks) and the disk image each boots.
+DEFAULT_VM_TESTS: dict[str, str] = {
+    "bootTest": "redox-minimal", "boot-test": "redox-minimal",
+    "functionalTest": "redox-functional-test", "functional-test": "redox-functional-test",
+    "networkTest": "redox-network-test", "networkInstallTest": "redox-network-install-test",
+    "bridgeTest": "redox-bridge-test", "bridge-test": "redox-bridge-test",
+    "bridgeRebuildTest": "redox-bridge-rebuild-test", "httpsCacheTest": "redox-https-cache-test",
+    "multi-user-test": "redox-multi-user-test", "self-hosting-test": "redox-self-hosting-test",
+}
 
 
 class _Section(BaseModel):
@@ -74,11 +88,35 @@ class PlanSettings(_Section):
     runners: list[str] = DEFAULT_RUNNERS
     # Packages whose tests must run: redox-ci turns doCheck on where the flake has it off.
     checks: list[str] = ["cookbook", "redoxfs", "installer"]
+    # The flake outputs planned. legacyPackages, apps and devShells are never built.
+    outputs: list[Literal["packages", "checks"]] = ["packages", "checks"]
+    # Runners by name pattern too ("run-redox-*"), for scripts not made by writeShellScriptBin.
+    runner_patterns: list[str] = []
+    # VM test scripts -> the disk image each boots (shown with the ignored script).
+    vm_tests: dict[str, str] = DEFAULT_VM_TESTS
+    # One system's evaluation: seconds, and MiB of address space for `nix eval` (0: no
+    # limit). The real flake imports nixpkgs several times per system.
+    eval_timeout: int = Field(default=1800, ge=1)
+    eval_memory_mb: int = Field(default=16384, ge=0)
+    # Attributes that throw get their message from one `nix eval` each, this many per
+    # system at most (each pays a whole evaluation on the real flake).
+    error_messages: int = Field(default=20, ge=0)
 
     @field_validator("runners", "checks")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         return names.check_attrs(v)
+
+    @field_validator("runner_patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        return [names.ATTR_PATTERN.check(p) for p in v]
+
+    @field_validator("vm_tests")
+    @classmethod
+    def _vm_tests(cls, v: dict[str, str]) -> dict[str, str]:
+        names.check_attrs([*v, *v.values()])
+        return v
 
     @field_validator("stages")
     @classmethod
@@ -122,8 +160,23 @@ class WorkerSpec(_Section):
     # "local" runs inside the master process (development); "remote" connects over PB.
     kind: Literal["local", "remote"] = "remote"
     systems: list[str] = ["x86_64-linux"]
+    # Systems it builds by emulation (qemu-user and binfmt_misc; its Nix lists them in
+    # extra-platforms): slower, so a job goes to a native worker when one is free.
+    emulated_systems: list[str] = []
     capabilities: list[str] = []
     max_builds: int = Field(default=1, ge=1)
+
+    @field_validator("emulated_systems")
+    @classmethod
+    def _emulated(cls, v: list[str]) -> list[str]:
+        return names.check_systems(v) if v else v
+
+    @model_validator(mode="after")
+    def _native_or_emulated(self) -> WorkerSpec:
+        both = sorted(set(self.systems) & set(self.emulated_systems))
+        if both:
+            raise ValueError(f"{both} both native (systems) and emulated (emulated_systems)")
+        return self
 
     @field_validator("capabilities")
     @classmethod

@@ -57,6 +57,10 @@ BRANCH_WORDS = "a git branch name: letters, digits, '.', '_', '-' and '/'"
 TAG_PATTERN = Rule(r"(?!-)(?!/)[A-Za-z0-9._/*?\[\]!-]{1,200}",
                    "not a tag pattern (letters, digits, '.', '_', '-', '/' and the wildcards '*', '?', "
                    "'[...]'): {}")
+# Attribute names as fnmatch patterns ("run-redox-*", "*Test"), e.g. runner scripts to leave unbuilt.
+ATTR_PATTERN = Rule(r"[A-Za-z0-9_'*?\[\]!-]+",
+                    "not an attribute pattern (letters, digits, '_', '-', \"'\" and the wildcards '*', '?', "
+                    "'[...]'): {}")
 REVISION_WORDS = "40 hex digits"
 REVISION = Rule(r"[0-9a-f]{40}", f"not a git revision ({REVISION_WORDS}): {{}}")
 # Characters a flake reference may contain. Anything outside this set is refused

@@ -1,12 +1,26 @@
-"""Turn one evaluation into a plan: a job per (system, attribute).
+"""Turn the evaluation into a plan: a job per (system, derivation).
 
-Pure: it takes the evaluation's JSON and the settings and returns data, so every
-rule here (stages, skipped attributes, unknown attributes, runners, forced checks,
-cached outputs) is tested without Nix.
+Pure: it takes the evaluation's JSON (``flake.evaluate``) and the settings and returns
+data, so every rule here is tested without Nix:
+
+* ``packages`` and ``checks`` are planned ([plan].outputs); names that share a derivation
+  (aliases such as ``diskImage`` = ``redox-default``, a check that is a package) are one
+  job, built once. It is named by the settings: the first of its names in the stage lists
+  (in their order); else a ``packages`` name before a ``checks`` one, the shortest, then
+  the first alphabetically. The other names are its ``aliases`` (``checks.<name>`` for a
+  check).
+* Runner scripts (by derivation, by name, by pattern) and non-derivations are never
+  jobs: they are listed as ignored with the reason; a VM test script says which image
+  it boots ([plan].vm_tests).
+* An attribute that does not evaluate is a ``failed`` job quoting Nix's message; a name
+  the stage lists expect and the flake lacks is ``skipped``; a system whose outputs do
+  not evaluate at all fails its expected jobs with the message.
+* A job whose outputs are all in the binary cache is ``cached``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -15,6 +29,7 @@ from typing import Any
 from .config import PlanSettings
 
 OTHER_STAGE = "other"
+PACKAGES, CHECKS = "packages", "checks"
 
 
 class JobStatus(StrEnum):
@@ -26,7 +41,7 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Job:
-    """One attribute of one system: the worker's plan and the master's builds share it.
+    """One derivation of one system: the worker's plan and the master's builds share it.
 
     ``to_json`` is its only JSON form (the ``plan`` property of a pipeline build holds
     it); the master reads it back with ``from_json``.
@@ -42,10 +57,21 @@ class Job:
     outputs: list[str] = field(default_factory=list)
     # True when the flake has doCheck off and redox-ci turned it on.
     checks_forced: bool = False
+    # The flake output the attribute is in: "packages" or "checks".
+    output: str = PACKAGES
+    # The other names of the same derivation ("diskImage", "checks.redox-default-build").
+    aliases: list[str] = field(default_factory=list)
+    # The settings want its tests, and they cannot be turned on (no overrideAttrs).
+    checks_unavailable: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.system}.{self.attr}"
+        """``<system>.<attr>``; ``<system>.checks.<attr>`` for a check that is no package."""
+        return f"{self.system}.{self.attr}" if self.output == PACKAGES else f"{self.system}.{self.output}.{self.attr}"
+
+    def names(self) -> list[str]:
+        """The attribute and its aliases, as the settings and ``--attrs`` name them."""
+        return [self.attr, *(a.removeprefix(f"{CHECKS}.") for a in self.aliases)]
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status.value}
@@ -64,6 +90,12 @@ class Ignored:
     attr: str
     system: str
     reason: str
+    # A VM test script: the disk image it boots.
+    boots: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ignored:
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
 
 @dataclass(frozen=True)
@@ -71,16 +103,19 @@ class Plan:
     flake: str
     jobs: list[Job]
     ignored: list[Ignored] = field(default_factory=list)
+    # Per system: how long its evaluation took and how many `nix eval` it needed.
+    evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"flake": self.flake, "jobs": [j.to_json() for j in self.jobs],
-                "ignored": [asdict(i) for i in self.ignored], "summary": self.summary()}
+                "ignored": [asdict(i) for i in self.ignored], "evaluation": self.evaluation,
+                "summary": self.summary()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         """The plan ``to_json`` wrote; ``summary`` is derived, so it is not read back."""
         return cls(data["flake"], [Job.from_json(j) for j in data["jobs"]],
-                   [Ignored(i["attr"], i["system"], i["reason"]) for i in data.get("ignored", [])])
+                   [Ignored.from_json(i) for i in data.get("ignored", [])], data.get("evaluation", {}))
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in JobStatus}
@@ -88,12 +123,35 @@ class Plan:
             counts[j.status] += 1
         return counts
 
+    def find(self, system: str, name: str) -> Job | None:
+        """The job of ``system`` that ``name`` is the attribute or an alias of."""
+        return next((j for j in self.jobs if j.system == system and name in j.names()), None)
+
 
 def stage_of(attr: str, stages: dict[str, list[str]]) -> str:
     for stage, attrs in stages.items():
         if attr in attrs:
             return stage
     return OTHER_STAGE
+
+
+@dataclass(frozen=True)
+class _Entry:
+    output: str
+    name: str
+    info: dict
+
+    @property
+    def qualified(self) -> str:
+        return self.name if self.output == PACKAGES else f"{self.output}.{self.name}"
+
+
+def primary(entries: list[_Entry], expected: list[str]) -> _Entry:
+    """The name a group of names of one derivation is known by (see the module docstring)."""
+    listed = [e for e in entries if e.name in expected]
+    if listed:
+        return min(listed, key=lambda e: (expected.index(e.name), e.output != PACKAGES))
+    return min(entries, key=lambda e: (e.output != PACKAGES, len(e.name), e.name))
 
 
 def build_plan(flake: str, evaluation: dict, settings: PlanSettings, systems: list[str],
@@ -106,49 +164,91 @@ def build_plan(flake: str, evaluation: dict, settings: PlanSettings, systems: li
     """
     stage_order = list(settings.stages) + [OTHER_STAGE]
     expected = [a for attrs in settings.stages.values() for a in attrs]
+    if only_attrs:
+        expected = [a for a in expected if a in only_attrs] + [a for a in only_attrs if a not in expected]
     jobs: list[Job] = []
     ignored: list[Ignored] = []
+    stats: dict[str, dict[str, Any]] = {}
     for system in systems:
-        packages = evaluation.get(system)
-        names = list(expected) + sorted(set(packages or {}) - set(expected))
-        if only_attrs:
-            names = [n for n in names if n in only_attrs] + [n for n in only_attrs if n not in names]
-        for attr in names:
-            stage = stage_of(attr, settings.stages)
-            wants_checks = attr in settings.checks
-            if packages is None:
-                jobs.append(Job(attr, system, stage, None, wants_checks, JobStatus.SKIPPED,
-                                f"the flake has no packages.{system}"))
-                continue
-            info = packages.get(attr)
-            if info is None:
-                jobs.append(Job(attr, system, stage, None, wants_checks, JobStatus.SKIPPED,
-                                f"the flake has no packages.{system}.{attr}"))
-            elif info["kind"] == "runner":
-                ignored.append(Ignored(attr, system, "runner script, not a build artefact"))
-            elif info["kind"] == "not-a-derivation":
-                ignored.append(Ignored(attr, system, "not a derivation"))
-            elif info["kind"] == "eval-error" or not info.get("drv"):
-                jobs.append(Job(attr, system, stage, None, wants_checks, JobStatus.FAILED,
-                                f"packages.{system}.{attr} does not evaluate"))
-            else:
-                jobs.append(_package_job(attr, system, stage, wants_checks, info))
+        result = evaluation.get(system) or {}
+        stats[system] = {k: result[k] for k in ("stats", "split", "error") if k in result}
+        if "error" in result:
+            jobs += [Job(a, system, stage_of(a, settings.stages), None, a in settings.checks, JobStatus.FAILED,
+                         f"{system} does not evaluate: {result['error']}") for a in expected]
+            continue
+        packages = result.get(PACKAGES)
+        if packages is None:
+            jobs += [Job(a, system, stage_of(a, settings.stages), None, a in settings.checks, JobStatus.SKIPPED,
+                         f"the flake has no packages.{system}") for a in expected]
+            continue
+        sys_jobs, sys_ignored = _system_jobs(system, result, settings, expected)
+        jobs += sys_jobs
+        ignored += sys_ignored
     if cached is not None:
         jobs = _mark_cached(jobs, cached)
     jobs.sort(key=lambda j: stage_order.index(j.stage))
-    return Plan(flake, jobs, ignored)
+    return Plan(flake, jobs, ignored, stats)
 
 
-def _package_job(attr: str, system: str, stage: str, wants_checks: bool, info: dict) -> Job:
+def _runner_reason(entry: _Entry, settings: PlanSettings) -> str:
+    if entry.info.get("script"):
+        return f"runner script (writeShellScriptBin, {entry.info.get('destination', '/bin/...')}), not built"
+    if entry.name in settings.runners:
+        return "runner script ([plan].runners), not built"
+    return "runner script ([plan].runner_patterns), not built"
+
+
+def _system_jobs(system: str, result: dict, settings: PlanSettings,
+                 expected: list[str]) -> tuple[list[Job], list[Ignored]]:
+    entries = [_Entry(out, name, info) for out in (PACKAGES, CHECKS) if isinstance(result.get(out), dict)
+               for name, info in sorted(result[out].items())]
+    jobs: list[Job] = []
+    ignored: list[Ignored] = []
+    groups: dict[str, list[_Entry]] = {}
+    for e in entries:
+        kind = e.info.get("kind")
+        runner = kind == "runner" or any(fnmatch.fnmatchcase(e.name, p) for p in settings.runner_patterns)
+        if runner and kind in ("runner", "package", "eval-error"):
+            image = settings.vm_tests.get(e.name, "")
+            reason = f"VM test script booting {image} (redox-ci boots images itself), not built" if image \
+                else _runner_reason(e, settings)
+            ignored.append(Ignored(e.qualified, system, reason, image))
+        elif kind == "not-a-derivation":
+            ignored.append(Ignored(e.qualified, system, "not a derivation"))
+        elif kind == "package" and e.info.get("drv"):
+            groups.setdefault(e.info.get("plainDrv") or e.info["drv"], []).append(e)
+        else:
+            error = e.info.get("error") or f"tryEval caught an error; {e.info.get('error_unknown', 'no message')}"
+            jobs.append(Job(e.name, system, stage_of(e.name, settings.stages), None, e.name in settings.checks, JobStatus.FAILED,
+                            f"{e.output}.{system}.{e.name} does not evaluate: {error}", output=e.output))
+    for group in groups.values():
+        jobs.append(_package_job(system, group, settings, expected))
+    seen = {e.name for e in entries}
+    missing = [Job(a, system, stage_of(a, settings.stages), None, a in settings.checks, JobStatus.SKIPPED,
+                   f"the flake has no packages.{system}.{a}") for a in expected if a not in seen]
+    order = {a: i for i, a in enumerate(expected)}
+    jobs = missing + jobs
+    jobs.sort(key=lambda j: (order.get(j.attr, len(order)), j.output, j.attr))
+    return jobs, ignored
+
+
+def _package_job(system: str, group: list[_Entry], settings: PlanSettings, expected: list[str]) -> Job:
+    first = primary(group, expected)
+    aliases = [e.qualified for e in group if e is not first]
+    # The tests are judged when any name of the derivation asks for them.
+    tested = next((e for e in [first, *group] if e.output == PACKAGES and e.name in settings.checks), None)
+    info = (tested or first).info
     outputs = [o["path"] for o in info.get("outputs", [])]
-    checks = bool(info["doCheck"] or info["forced"])
+    checks = bool(tested) and bool(info.get("doCheck") or info.get("forced"))
+    unavailable = bool(tested) and not checks
     reason = ""
-    if info["forced"]:
+    if info.get("forced"):
         reason = "doCheck is off in the flake; redox-ci turned it on"
-    elif wants_checks and not checks:
+    elif unavailable:
         reason = "tests wanted but the package has no overrideAttrs to turn doCheck on"
-    return Job(attr, system, stage, info["drv"], checks, JobStatus.BUILD, reason, outputs,
-               checks_forced=bool(info["forced"]))
+    return Job(first.name, system, stage_of(first.name, settings.stages), info["drv"], checks, JobStatus.BUILD, reason, outputs,
+               checks_forced=bool(info.get("forced")), output=first.output, aliases=aliases,
+               checks_unavailable=unavailable)
 
 
 def _mark_cached(jobs: list[Job], cached: Callable[[list[str]], set[str]]) -> list[Job]:

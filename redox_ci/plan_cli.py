@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="evaluate the flake once and print the jobs")
-    p.add_argument("--flake", required=True, help="flake reference, e.g. github:brittonr/redoxos-nix")
+    p.add_argument("--flake", required=True, help="flake reference, e.g. github:brittonr/nix-redox")
     p.add_argument("--systems", help="comma-separated systems (default: from settings)")
     p.add_argument("--attrs", help="only these attributes (comma or space separated)")
     p.add_argument("--settings", help="settings file (default: $REDOX_CI_SETTINGS, else built-in stages)")
@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--system", required=True)
     b.add_argument("--checks", action="store_true", help="the package's tests must run and pass")
     b.add_argument("--checks-forced", action="store_true", help="redox-ci turned doCheck on")
+    b.add_argument("--checks-unavailable", action="store_true",
+                   help="the tests are wanted but cannot be turned on: a warning")
+    b.add_argument("--output", default="packages", choices=["packages", "checks"],
+                   help="the flake output holding --attr (default: packages)")
     b.add_argument("--flake", help="to instantiate the derivation if this store lacks it")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_build)
@@ -76,8 +80,12 @@ def run_plan(args) -> Outcome:
         only = names.parse_attrs(args.attrs)
     except ValueError as e:
         raise UsageError(f"--attrs: {e}") from None
-    params = flake_mod.EvalParams(tuple(systems), tuple(plan_settings.checks), tuple(plan_settings.runners))
-    evaluation = flake_mod.evaluate(args.flake, params)
+    params = flake_mod.EvalParams(tuple(systems), tuple(plan_settings.checks), tuple(plan_settings.runners),
+                                  tuple(plan_settings.runner_patterns), tuple(plan_settings.outputs),
+                                  tuple(only) if only else None)
+    limits = flake_mod.EvalLimits(plan_settings.eval_timeout, plan_settings.eval_memory_mb or None,
+                                  plan_settings.error_messages)
+    evaluation = flake_mod.evaluate(args.flake, params, limits)
     cached = None if args.no_cache else _cache_lookup(loaded)
     plan = build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached)
     return Outcome(plan.to_json(), lambda _: human_plan(plan))
@@ -85,19 +93,29 @@ def run_plan(args) -> Outcome:
 
 def human_plan(plan: Plan) -> str:
     lines = [f"plan for {plan.flake}: " + ", ".join(f"{n} {s}" for s, n in plan.summary().items())]
+    for system, ev in plan.evaluation.items():
+        stats = ev.get("stats") or {}
+        if stats:
+            lines.append(f"  {system}: evaluated in {stats['seconds']} s ({stats['evaluations']} nix eval)")
     for j in plan.jobs:
         tests = " tests" + (" (forced on)" if j.checks_forced else "") if j.checks else ""
-        why = f"  - {j.reason}" if j.reason and j.status != "build" else ""
-        lines.append(f"  {j.status:8} {j.stage:16} {j.system:14} {j.attr}{tests}{why}")
-    ignored = sorted({f"{i.attr} ({i.reason})" for i in plan.ignored})
-    if ignored:
-        lines.append("  not built: " + ", ".join(ignored))
+        also = f" (also {', '.join(j.aliases)})" if j.aliases else ""
+        why = f"  - {j.reason}" if j.reason and (j.status != "build" or j.checks_unavailable) else ""
+        lines.append(f"  {j.status:8} {j.stage:16} {j.system:14} {j.name.split('.', 1)[1]}{also}{tests}{why}")
+    ignored: dict[str, list[str]] = {}
+    for i in plan.ignored:
+        ignored.setdefault(i.reason, [])
+        if i.attr not in ignored[i.reason]:
+            ignored[i.reason].append(i.attr)
+    for reason, attrs in sorted(ignored.items()):
+        lines.append(f"  not built: {', '.join(sorted(attrs))}: {reason}")
     return "\n".join(lines)
 
 
 def run_build(args) -> Outcome:
     from .build import build
     result = build(args.drv, attr=args.attr, system=args.system, checks=args.checks,
-                   checks_forced=args.checks_forced, flake=args.flake)
+                   checks_forced=args.checks_forced, flake=args.flake, output=args.output,
+                   checks_unavailable=args.checks_unavailable)
     return Outcome(result.to_json(), lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}",
                    0 if result.status == "success" else 1)

@@ -18,16 +18,24 @@ SETTINGS = PlanSettings(stages={"host-tools": ["cookbook", "redoxfs"], "infrastr
                         runners=["runQemu"], checks=["cookbook", "redoxfs"])
 
 
-def pkg(name, do_check=False, forced=False, drv=True):
-    return {"kind": "package", "drv": f"/nix/store/{'a' * 32}-{name}.drv" if drv else None,
-            "outputs": [{"name": "out", "path": f"/nix/store/{'b' * 32}-{name}"}],
+def pkg(name, do_check=False, forced=False, drv=True, same_as=None):
+    """An evaluated package; ``same_as``: another name of the same derivation (an alias)."""
+    plain = f"/nix/store/{'a' * 32}-{same_as or name}.drv"
+    return {"kind": "package", "drv": (f"/nix/store/{'f' * 32}-{name}.drv" if forced else plain) if drv else None,
+            "plainDrv": plain, "outputs": [{"name": "out", "path": f"/nix/store/{'b' * 32}-{same_as or name}"}],
             "doCheck": do_check, "forced": forced, "canForce": True}
 
 
-EVAL = {"x86_64-linux": {"cookbook": pkg("cookbook", do_check=True), "redoxfs": pkg("redoxfs", forced=True),
-                         "runQemu": {"kind": "runner"}, "extra": pkg("extra"),
-                         "broken": {"kind": "eval-error"}, "lib": {"kind": "not-a-derivation"}},
-        "aarch64-linux": None}
+def script(dest):
+    return {"kind": "runner", "script": True, "destination": dest}
+
+
+EVAL = {"x86_64-linux": {"packages": {"cookbook": pkg("cookbook", do_check=True), "redoxfs": pkg("redoxfs", forced=True),
+                                      "runQemu": {"kind": "runner", "script": False}, "extra": pkg("extra"),
+                                      "broken": {"kind": "eval-error", "error": "broken on purpose (flake.nix:9:5)"},
+                                      "lib": {"kind": "not-a-derivation"}},
+                         "checks": None},
+        "aarch64-linux": {"packages": None, "checks": None}}
 
 
 def jobs_by_name(plan):
@@ -52,6 +60,78 @@ def test_classification():
     assert all(j.status == "skipped" and j.reason == "the flake has no packages.aarch64-linux" for j in arm)
 
 
+def test_a_throw_is_a_failed_job_quoting_the_message():
+    plan = build_plan("F", EVAL, SETTINGS, ["x86_64-linux"])
+    broken = jobs_by_name(plan)[("x86_64-linux", "broken")]
+    assert broken.reason == "packages.x86_64-linux.broken does not evaluate: broken on purpose (flake.nix:9:5)"
+    unasked = {"x86_64-linux": {"packages": {"broken": {"kind": "eval-error", "error_unknown": "not asked (limit)"}}}}
+    reason = build_plan("F", unasked, SETTINGS, ["x86_64-linux"]).jobs[-1].reason
+    assert "does not evaluate" in reason and "not asked (limit)" in reason
+
+
+def test_a_system_that_does_not_evaluate_fails_its_expected_jobs():
+    evaluation = {**EVAL, "aarch64-linux": {"error": "infinite recursion encountered"}}
+    plan = build_plan("F", evaluation, SETTINGS, ["x86_64-linux", "aarch64-linux"])
+    arm = [j for j in plan.jobs if j.system == "aarch64-linux"]
+    assert {j.attr for j in arm} == {"cookbook", "redoxfs", "diskImage"}
+    assert all(j.status == "failed" and "infinite recursion" in j.reason for j in arm)
+    assert plan.evaluation["aarch64-linux"]["error"] == "infinite recursion encountered"
+
+
+ALIASED = {"x86_64-linux": {
+    "packages": {"redox-default": pkg("redox-default"), "diskImage": pkg("diskImage", same_as="redox-default"),
+                 "default": pkg("default", same_as="redox-graphical"), "redox-graphical": pkg("redox-graphical"),
+                 "diskImageGraphical": pkg("diskImageGraphical", same_as="redox-graphical"),
+                 "cookbook": pkg("cookbook", do_check=True), "redoxfs": pkg("redoxfs", forced=True),
+                 "bootTest": script("/bin/boot-test"), "run-redox-default": script("/bin/run-redox-default"),
+                 "snapshotRedox": script("/bin/snapshot-redox"), "serve-cache": pkg("serve-cache")},
+    "checks": {"redox-default-build": pkg("redox-default-build", same_as="redox-default"),
+               "cookbook-build": pkg("cookbook-build", same_as="cookbook"),
+               "redoxfs-build": pkg("redoxfs-build", same_as="redoxfs"),
+               "boot-test": script("/bin/boot-test"), "eval-users": pkg("eval-users"),
+               "type-bool": pkg("type-bool"),
+               "diskImage": pkg("diskImage", same_as="checks-only-diskimage")}}}
+
+
+def test_aliases_and_checks_that_are_packages_are_one_job():
+    plan = build_plan("F", ALIASED, SETTINGS, ["x86_64-linux"])
+    by_drv = {}
+    for j in plan.jobs:
+        if j.drv:
+            by_drv.setdefault(j.drv, []).append(j.name)
+    assert all(len(names) == 1 for names in by_drv.values()), by_drv  # each derivation built once
+    jobs = {j.name: j for j in plan.jobs}
+    # The settings' name wins; the others are aliases.
+    assert jobs["x86_64-linux.diskImage"].aliases == ["redox-default", "checks.redox-default-build"]
+    assert jobs["x86_64-linux.diskImage"].stage == "infrastructure"
+    # No settings' name: packages first, then the shortest, then alphabetical.
+    assert jobs["x86_64-linux.default"].aliases == ["diskImageGraphical", "redox-graphical"]
+    assert jobs["x86_64-linux.cookbook"].aliases == ["checks.cookbook-build"]
+    # The forced derivation is built, for the package and the check alike.
+    assert jobs["x86_64-linux.redoxfs"].checks_forced and jobs["x86_64-linux.redoxfs"].aliases == ["checks.redoxfs-build"]
+    assert jobs["x86_64-linux.redoxfs"].drv.startswith(f"/nix/store/{'f' * 32}")
+    # A check that is no package is a job of its own, named apart from a package of the same name.
+    assert jobs["x86_64-linux.checks.eval-users"].output == "checks"
+    assert jobs["x86_64-linux.checks.diskImage"].drv != jobs["x86_64-linux.diskImage"].drv
+    assert plan.find("x86_64-linux", "redox-default") is jobs["x86_64-linux.diskImage"]
+    assert plan.find("x86_64-linux", "redox-default-build") is jobs["x86_64-linux.diskImage"]
+
+
+def test_runner_scripts_are_never_jobs():
+    settings = PlanSettings(stages=SETTINGS.stages, checks=SETTINGS.checks, runners=[],
+                            runner_patterns=["serve-*"], vm_tests={"bootTest": "redox-minimal",
+                                                                   "boot-test": "redox-minimal"})
+    plan = build_plan("F", ALIASED, settings, ["x86_64-linux"])
+    assert not [j for j in plan.jobs if {"bootTest", "run-redox-default", "snapshotRedox", "serve-cache"}
+                & set(j.names())]
+    ignored = {i.attr: i for i in plan.ignored}
+    assert set(ignored) == {"bootTest", "run-redox-default", "snapshotRedox", "serve-cache", "checks.boot-test"}
+    assert ignored["bootTest"].boots == "redox-minimal" and "booting redox-minimal" in ignored["bootTest"].reason
+    assert ignored["checks.boot-test"].boots == "redox-minimal"
+    assert "writeShellScriptBin, /bin/snapshot-redox" in ignored["snapshotRedox"].reason
+    assert "runner_patterns" in ignored["serve-cache"].reason
+
+
 def test_stage_order_and_summary():
     plan = build_plan("F", EVAL, SETTINGS, ["x86_64-linux"])
     stages = [j.stage for j in plan.jobs]
@@ -60,7 +140,9 @@ def test_stage_order_and_summary():
 
 
 def test_only_attrs_and_unknown_requested():
-    plan = build_plan("F", EVAL, SETTINGS, ["x86_64-linux"], only_attrs=["redoxfs", "nope"])
+    # The evaluation was asked for these names only (flake.EvalParams.only).
+    evaluation = {"x86_64-linux": {"packages": {"redoxfs": EVAL["x86_64-linux"]["packages"]["redoxfs"]}}}
+    plan = build_plan("F", evaluation, SETTINGS, ["x86_64-linux"], only_attrs=["redoxfs", "nope"])
     jobs = jobs_by_name(plan)
     assert set(jobs) == {("x86_64-linux", "redoxfs"), ("x86_64-linux", "nope")}
     assert jobs[("x86_64-linux", "nope")].status == "skipped"
@@ -77,6 +159,18 @@ def test_cached_outputs_are_not_built():
     assert jobs[("x86_64-linux", "cookbook")].status == "cached"
     assert jobs[("x86_64-linux", "redoxfs")].status == "build"
     assert len(seen) == 1  # one question to the cache for the whole plan
+
+
+def test_tests_that_cannot_be_turned_on_are_marked():
+    evaluation = {"x86_64-linux": {"packages": {"redoxfs": {**pkg("redoxfs"), "canForce": False}}}}
+    job = build_plan("F", evaluation, SETTINGS, ["x86_64-linux"], only_attrs=["redoxfs"]).jobs[0]
+    assert job.checks_unavailable and not job.checks and "no overrideAttrs" in job.reason
+
+
+def test_glob_patterns_become_posix_regexes():
+    assert flake.glob_regex("run-redox-*") == "run[-]redox[-].*"
+    assert flake.glob_regex("*Test") == ".*Test"
+    assert flake.glob_regex("a[!b]?") == "a[^b]."
 
 
 @pytest.mark.parametrize("text", ["a;b", "$(x)", "a`b`", "../x", "-rf"])

@@ -35,15 +35,15 @@ def boot_jobs(plan: Plan, image_attr: str, bootloader_attr: str) -> list[StageJo
 
     Pure: from the plan to the jobs TriggerStage starts.
     """
-    by_key = {(j.system, j.attr): j for j in plan.jobs}
     systems = list(dict.fromkeys(j.system for j in plan.jobs))
     ready = (JobStatus.BUILD, JobStatus.CACHED)
     jobs = []
     for system in systems:
-        image = by_key.get((system, image_attr))
+        # By its name or an alias: the image job may be named otherwise (redox-default, diskImage).
+        image = plan.find(system, image_attr)
         if image is None:
             continue  # a forced subset without the image: nothing to boot
-        loader = by_key.get((system, bootloader_attr))
+        loader = plan.find(system, bootloader_attr)
         for vmm, capability in VMMS:
             status, reason = JobStatus.BUILD, ""
             if image.status not in ready:

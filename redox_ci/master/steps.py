@@ -138,8 +138,12 @@ class PlanStep(RedoxCiStep):
         summary = plan.summary()
         self.setProperty("plan", plan.to_json(), "PlanStep")
         await self.addCompleteLog("plan", "\n".join(
-            f"{j.status:8} {j.stage:16} {j.system:14} {j.attr}"
+            f"{j.status:8} {j.stage:16} {j.system:14} {j.name.split('.', 1)[1]}"
+            + (f" (also {', '.join(j.aliases)})" if j.aliases else "")
             + (f"  - {j.reason}" if j.reason else "") for j in plan.jobs))
+        if plan.ignored:
+            await self.addCompleteLog("not built", "\n".join(
+                f"{i.system:14} {i.attr}: {i.reason}" for i in plan.ignored))
         self._summary = "plan: " + ", ".join(f"{n} {s}" for s, n in summary.items() if n)
         return WARNINGS if summary[JobStatus.FAILED] else SUCCESS
 
@@ -166,13 +170,15 @@ class StageJob:
 
     @classmethod
     def of(cls, job: Job) -> StageJob:
-        return cls(job, job.system, f"no worker builds {job.system}")
+        return cls(job, job.system, f"no worker builds {job.system}, natively or by emulation "
+                                    "(a worker's systems or emulated_systems)")
 
 
 def job_properties(job: Job, flake: str, extra: dict[str, Any] | None = None) -> dict:
     return {
         "attr": job.attr, "system": job.system, "stage": job.stage, "drv": job.drv or "",
-        "checks": job.checks, "checks_forced": job.checks_forced,
+        "checks": job.checks, "checks_forced": job.checks_forced, "checks_unavailable": job.checks_unavailable,
+        "output": job.output, "aliases": list(job.aliases),
         "outputs": list(job.outputs), "job_status": job.status.value, "job_reason": job.reason,
         "flake": flake,
         # Each attribute shows as a builder of its own in the web UI, with its own history.
@@ -246,11 +252,21 @@ class TriggerStage(steps.Trigger):
         return super().getResultSummary()
 
 
+def emulated(props) -> bool:
+    """Whether the worker running this build emulates the job's system (worker property)."""
+    return props.getProperty("system") in (props.getProperty("worker_emulated_systems") or [])
+
+
 class BuildJob(RedoxCiStep):
-    """Build one planned derivation; judge its tests from cargo's output."""
+    """Build one planned derivation; judge its tests from cargo's output.
+
+    WARNINGS when it built but something wants a look (0 tests ran, tests that cannot be
+    turned on); the summary names the aliases built with it and an emulated build.
+    """
 
     def __init__(self, redox_ci: list[str], **kwargs):
-        super().__init__(redox_ci, verb_args=build_args, name="build", **kwargs)
+        # warnOnWarnings: the step's WARNINGS is the job's (Buildbot's default ignores it).
+        super().__init__(redox_ci, verb_args=build_args, name="build", warnOnWarnings=True, **kwargs)
 
     async def interpret(self, data: dict, rc: int) -> int:
         tests = data.get("tests")
@@ -261,10 +277,17 @@ class BuildJob(RedoxCiStep):
         self.setProperty("build_status", data["status"], "BuildJob")
         prefix = "doCheck turned on by redox-ci; " if data.get("checks_forced") else ""
         first = (data.get("reason") or data["status"]).splitlines()[0]
-        self._summary = one_line(f"{data['attr']}: {prefix}{first}")
+        aliases = self.getProperty("aliases") or []
+        tail = f" (also {', '.join(aliases)})" if aliases else ""
+        if emulated(self):
+            tail += f"; built by emulation on {self.getProperty('worker_host') or 'this worker'}"
+        self._summary = one_line(f"{data['attr']}: {prefix}{first}{tail}")
         if data["status"] != "success":
             await self.addCompleteLog("failure", data.get("reason", ""))
             return FAILURE
+        if data.get("warnings"):
+            await self.addCompleteLog("warnings", "\n".join(data["warnings"]))
+            return WARNINGS
         return SUCCESS
 
 
@@ -276,6 +299,10 @@ def build_args(props):
         args.append("--checks")
     if props.getProperty("checks_forced"):
         args.append("--checks-forced")
+    if props.getProperty("checks_unavailable"):
+        args.append("--checks-unavailable")
+    if (props.getProperty("output") or "packages") != "packages":
+        args += ["--output", props.getProperty("output")]
     if props.getProperty("flake"):
         args += ["--flake", props.getProperty("flake")]
     return args

@@ -66,8 +66,8 @@ def check_names(attrs: list[str], system: str) -> None:
 
 def packages_of(ref: str, system: str) -> dict[str, dict]:
     """``{attr: info}`` of ``packages.<system>`` from one evaluation."""
-    evaluated = flake.evaluate(ref, flake.EvalParams(systems=(system,), checks=(), runners=()))
-    packages = evaluated.get(system)
+    evaluated = flake.evaluate(ref, flake.EvalParams(systems=(system,)))[system]
+    packages = evaluated.get("packages")
     if packages is None:
         raise FlakeError(f"{ref} has no packages for system {system!r}")
     return packages

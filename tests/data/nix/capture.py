@@ -106,12 +106,17 @@ def main() -> None:
         repo = Path(tmp) / "flake"
         ref = make_flake(repo, ".".join(map(str, version)))
         cap("version", nix.version_argv())
-        params = flake.EvalParams(systems=("x86_64-linux", "aarch64-linux"), checks=("stable",), runners=())
+        params = flake.EvalParams(systems=("x86_64-linux",), checks=("stable",), outputs=flake.PLANNED_OUTPUTS)
         packages = nix.parse_json(cap("eval-packages", nix.eval_json_argv(
-            f"{ref}#packages", flake.apply_expression(params))).stdout, what="eval")["x86_64-linux"]
+            nix.outputs_installable(ref), flake.apply_expression(params, "x86_64-linux"))).stdout,
+            what="eval")["packages"]
         drv = {a: i["drv"] for a, i in packages.items() if i.get("drv")}
         outs = {a: {o["name"]: o["path"] for o in i["outputs"]} for a, i in packages.items() if i.get("drv")}
         cap("eval-error-throw", nix.eval_json_argv(f"{ref}#packages.x86_64-linux.unevaluable.drvPath"))
+        cap("eval-error-throw-trace", nix.eval_json_argv(f"{ref}#packages.x86_64-linux.unevaluable.drvPath",
+                                                         show_trace=True))
+        cap("config-show-extra-platforms", nix.config_show_argv("extra-platforms"))
+        cap("show-config", nix.show_config_argv())
         cap("eval-error-missing-attr", nix.eval_json_argv(f"{ref}#packages.x86_64-linux.nope"))
         (Path(tmp) / "empty").mkdir()
         cap("eval-error-not-a-flake", nix.eval_json_argv(f"{tmp}/empty#packages"))
