@@ -19,7 +19,7 @@ from ..plan import OTHER_STAGE
 from . import steps as redox_steps
 from .boot import TriggerBoots, boot_builder_configs, boot_builders
 from .steps import WORKER_SETTINGS, ResolveFlake, cache_env, settings_download
-from .workers import names_for, slot_names
+from .workers import names_for, prefer_native, slot_names
 
 PLAN_BUILDER = "redox/plan"
 REPORT_BUILDER = "redox/report"
@@ -30,16 +30,19 @@ class StageBuilder:
     name: str
     system: str
     stage: str
+    # Native slots first, then emulating ones.
     workers: list[str]
+    native: list[str]
 
 
 def stage_builders(loaded: LoadedSettings) -> list[StageBuilder]:
     out = []
     for system in loaded.settings.flake.systems:
-        workers = names_for(loaded.workers, system)
+        workers = names_for(loaded.workers, system, emulated=True)
+        native = names_for(loaded.workers, system)
         if workers:
             for stage in [*loaded.settings.plan.stages, OTHER_STAGE]:
-                out.append(StageBuilder(f"{system}/{stage}", system, stage, workers))
+                out.append(StageBuilder(f"{system}/{stage}", system, stage, workers, native))
     return out
 
 
@@ -106,7 +109,7 @@ def builder_configs(loaded: LoadedSettings, secrets: Secrets) -> list[util.Build
                            factory=report_factory(), tags=["report"]),
     ]
     for b in jobs:
-        configs.append(util.BuilderConfig(name=b.name, workernames=b.workers,
+        configs.append(util.BuilderConfig(name=b.name, workernames=b.workers, nextWorker=prefer_native(b.native),
                                           factory=job_factory(loaded, secrets), tags=[b.system, b.stage]))
     if loaded.settings.boot.enabled:
         configs += boot_builder_configs(loaded)

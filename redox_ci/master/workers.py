@@ -6,9 +6,14 @@ with ``max_builds = N`` is therefore N worker slots, ``NAME-1`` to ``NAME-N`` (a
 buildbot-nix does): N jobs of a stage at once. Each slot takes two builds, one a job
 and one the plan build that waits for it. Things that are per host, such as the VM
 lock, key on the host name.
+
+A worker builds its ``systems`` natively and its ``emulated_systems`` by emulation
+(qemu-user): a job's builder takes both, and picks a free native slot first.
 """
 
 from __future__ import annotations
+
+import random
 
 from buildbot.plugins import util, worker
 
@@ -25,8 +30,8 @@ def slot_names(spec: WorkerSpec) -> list[str]:
 
 
 def make_workers(spec: WorkerSpec) -> list:
-    props = {"worker_systems": list(spec.systems), "worker_capabilities": list(spec.capabilities),
-             "worker_host": spec.name}
+    props = {"worker_systems": list(spec.systems), "worker_emulated_systems": list(spec.emulated_systems),
+             "worker_capabilities": list(spec.capabilities), "worker_host": spec.name}
     if spec.kind == "local":
         return [worker.LocalWorker(n, max_builds=BUILDS_PER_SLOT, properties=props) for n in slot_names(spec)]
     return [worker.Worker(n, util.Secret(f"worker-{spec.name}"), max_builds=BUILDS_PER_SLOT, properties=props)
@@ -38,8 +43,27 @@ def host_of(specs: list[WorkerSpec]) -> dict[str, str]:
     return {slot: w.name for w in specs for slot in slot_names(w)}
 
 
-def names_for(specs: list[WorkerSpec], system: str, capability: str | None = None) -> list[str]:
-    """Worker slots that build ``system`` (and have ``capability``, when given)."""
-    return [slot for w in specs
-            if system in w.systems and (capability is None or capability in w.capabilities)
-            for slot in slot_names(w)]
+def names_for(specs: list[WorkerSpec], system: str, capability: str | None = None,
+              emulated: bool = False) -> list[str]:
+    """Worker slots that build ``system`` natively (and have ``capability``, when given);
+    with ``emulated``, then those that build it by emulation. VMs boot on native ones only."""
+    native = [slot for w in specs
+              if system in w.systems and (capability is None or capability in w.capabilities)
+              for slot in slot_names(w)]
+    if not emulated:
+        return native
+    return native + [slot for w in specs if system in w.emulated_systems
+                     and (capability is None or capability in w.capabilities) for slot in slot_names(w)]
+
+
+def prefer_native(native: list[str]):
+    """A builder's ``nextWorker``: a free native slot when there is one, else any free slot
+    (an emulating one: slower, but the job does not wait)."""
+    native_set = set(native)
+
+    def next_worker(builder, workers, buildrequest):
+        if not workers:
+            return None
+        ours = [w for w in workers if w.worker.workername in native_set]
+        return random.choice(ours or workers)
+    return next_worker
