@@ -97,3 +97,16 @@ def test_webhook_replay_is_answered_and_queues_nothing(master):
     top = [bs for bs in master.api("buildsets")["buildsets"] if bs["parent_buildid"] is None]
     plans = [r for r in master.api("buildrequests")["buildrequests"] if r["builderid"] == plan]
     assert len(top) == len(plans)
+
+
+def test_webhook_replay_after_a_restart_is_still_seen(master):
+    body = json.dumps(our_push(master) | {"before": "2" * 40}).encode()
+    delivery = str(uuid.uuid4())
+    r = deliver(master, body, delivery=delivery)
+    assert r.status_code == 200 and r.text == "1 change found", r.text
+    master.stop()  # the delivery ids are kept in the master's database
+    master.start()
+    before = recorded(master)
+    r = deliver(master, body, delivery=delivery)
+    assert r.status_code == 200 and r.text.startswith(f"already seen: delivery {delivery}"), r.text
+    assert recorded(master)[0] == before[0]

@@ -17,8 +17,8 @@ Before any of that, a delivery must pass ``check_delivery``: at most ``MAX_PAYLO
 signed with ``X-Hub-Signature-256`` (Buildbot checks only the SHA-1 ``X-Hub-Signature``,
 which is refused on its own), and neither its ``X-GitHub-Delivery`` id nor its signed body
 seen before: a captured delivery sent again is answered 200 "already seen" and records
-nothing. They are kept in memory, the last ``REMEMBERED_DELIVERIES``: a restart of the
-master forgets them (README "Failures").
+nothing. The last ``REMEMBERED_DELIVERIES`` are kept in the master's database (Buildbot's
+object state), so a restart does not forget them (README "Failures").
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ from ..config import FlakeSettings
 # not GitHub's; a push is tens of kB, but one that lists thousands of changed files is
 # far more, so the limit is GitHub's own rather than a guess at what a push needs.
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
-# Delivery ids remembered against replay: GitHub delivers a few per push, so this is
-# days of pushes, and ~40 bytes an id keeps it under 100 kB.
-REMEMBERED_DELIVERIES = 2000
+# Deliveries remembered against replay, by id and by signature (two keys each): GitHub
+# delivers a few per push, so this is weeks of pushes, and at ~80 bytes a key the list the
+# database keeps (rewritten at each delivery taken) stays under 100 kB.
+REMEMBERED_DELIVERIES = 1000
+# Where the database keeps them (Buildbot's object state).
+STATE_OBJECT = ("redox-ci github hook", "OurPushesOnly")
+STATE_NAME = "deliveries"
 SIGNATURE_HEADER = b"X-Hub-Signature-256"
 DELIVERY_HEADER = b"X-GitHub-Delivery"
 
@@ -195,9 +199,20 @@ class Deliveries:
     """The deliveries seen last, by id and by body signature (at most ``limit`` keys),
     oldest forgotten first."""
 
-    def __init__(self, limit: int = REMEMBERED_DELIVERIES):
+    def __init__(self, limit: int = 2 * REMEMBERED_DELIVERIES):
         self.limit = limit
         self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def keys(self) -> list[str]:
+        return list(self._ids)
+
+    def load(self, keys: list[str]) -> None:
+        """Keys kept from before (older than any remembered now)."""
+        now = self._ids
+        self._ids = OrderedDict.fromkeys(k for k in keys if k not in now)
+        self._ids.update(now)
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
 
     def first_time(self, keys: list[str]) -> bool:
         """Remember a delivery by its ``keys``; False when any was remembered already."""
@@ -222,6 +237,18 @@ class OurPushesOnly(GitHubEventHandler):
         super().__init__(secret, strict, **kwargs)
         self.ours = ours
         self.deliveries = Deliveries()
+        self._state_id: int | None = None
+
+    @defer.inlineCallbacks
+    def _remembered(self):
+        """The deliveries, with those the database kept loaded at first use."""
+        if self._state_id is None:
+            state_id = yield self.master.db.state.getObjectId(*STATE_OBJECT)
+            kept = yield self.master.db.state.getState(state_id, STATE_NAME, [])
+            if self._state_id is None:
+                self.deliveries.load(kept)
+                self._state_id = state_id
+        return self.deliveries
 
     @defer.inlineCallbacks
     def _get_payload(self, request):
@@ -253,7 +280,8 @@ class OurPushesOnly(GitHubEventHandler):
         # so its signature is remembered too (GitHub's redelivery repeats both).
         keys = [f"body {bytes2unicode(request.getHeader(SIGNATURE_HEADER) or b'')}"]
         keys += [f"id {delivery}"] if delivery else []
-        if not self.deliveries.first_time(keys):
+        deliveries = yield self._remembered()
+        if not deliveries.first_time(keys):
             answer = f"already seen: delivery {delivery or '(no id)'} was taken before; nothing is queued again"
             log.msg(f"GitHub hook: {answer}")
             request.write(html.escape(answer + "\n", quote=False).encode())
@@ -262,8 +290,9 @@ class OurPushesOnly(GitHubEventHandler):
             result = yield self._take(request, payload)
         except Exception:
             # Refused or failed: GitHub's "Redeliver" (same id) must be taken again.
-            self.deliveries.forget(keys)
+            deliveries.forget(keys)
             raise
+        yield self.master.db.state.setState(self._state_id, STATE_NAME, deliveries.keys())
         return result
 
     @defer.inlineCallbacks
