@@ -4,6 +4,8 @@ delivery is answered. The hook in a running master: test_production_master.py.""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +14,8 @@ import pydantic
 import pytest
 
 from redox_ci.config import FlakeSettings, Settings
-from redox_ci.master.github import OurPushesOnly, OurRefs, event_ignored, github_name, push_ignored
+from redox_ci.master.github import (Deliveries, OurPushesOnly, OurRefs, event_ignored, github_name, push_ignored,
+                                    signature_problem)
 from redox_ci.master.schedulers import commit_scheduler
 from redox_ci.master.www import www_config
 
@@ -169,3 +172,26 @@ def test_tag_patterns_are_checked():
     assert FlakeSettings(repo=OURS, tags=["v*", "release-[0-9]*"]).tags == ["v*", "release-[0-9]*"]
     with pytest.raises(pydantic.ValidationError, match="not a tag pattern"):
         FlakeSettings(repo=OURS, tags=["v1 && rm"])
+
+
+def test_only_a_sha256_signature_of_the_body_with_the_secret_passes():
+    body = b'{"ref": "refs/heads/main"}'
+    good = "sha256=" + hmac.new(b"secret", body, hashlib.sha256).hexdigest()
+    assert signature_problem(body, good.encode(), "secret") is None
+    assert "X-Hub-Signature-256 is missing" in signature_problem(body, None, "secret")
+    assert "Hash mismatch" in signature_problem(body + b" ", good.encode(), "secret")
+    assert "Hash mismatch" in signature_problem(body, good.encode(), "other")
+    sha1 = "sha1=" + hmac.new(b"secret", body, hashlib.sha1).hexdigest()
+    assert "must be sha256=<hex>" in signature_problem(body, sha1.encode(), "secret")
+
+
+def test_deliveries_are_remembered_by_any_key_the_oldest_forgotten_first():
+    seen = Deliveries(limit=4)
+    assert seen.first_time(["body a", "id 1"]) and seen.first_time(["body b", "id 2"])
+    assert not seen.first_time(["body a", "id 3"]) and not seen.first_time(["body c", "id 2"])
+    seen.forget(["body b", "id 2"])
+    assert seen.first_time(["body b", "id 2"])
+    assert seen.first_time(["body c", "id 3"])  # four keys at most: a's are forgotten
+    assert seen.first_time(["body a", "id 1"])
+    seen.load(["body z", "body c"])  # kept from before: older than any remembered now
+    assert seen.keys() == ["body c", "id 3", "body a", "id 1"]
