@@ -167,6 +167,16 @@ def test_tests_that_cannot_be_turned_on_are_marked():
     assert job.checks_unavailable and not job.checks and "no overrideAttrs" in job.reason
 
 
+def test_the_real_flakes_settings_file_loads_with_the_default_stages():
+    from pathlib import Path
+
+    from redox_ci.config import DEFAULT_STAGES
+    from redox_ci.settings_file import load
+    loaded = load(Path(__file__).parent.parent / "settings.nix-redox.toml", workers=False)
+    assert loaded.settings.flake.repo == "https://github.com/brittonr/nix-redox"
+    assert loaded.settings.plan.stages == DEFAULT_STAGES and loaded.settings.plan.outputs == ["packages", "checks"]
+
+
 def test_glob_patterns_become_posix_regexes():
     assert flake.glob_regex("run-redox-*") == "run[-]redox[-].*"
     assert flake.glob_regex("*Test") == ".*Test"
