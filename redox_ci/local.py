@@ -76,6 +76,8 @@ class LocalSetup:
     worker_kind: str = "local"
     worker_name: str = "local-worker"
     worker_capabilities: list[str] = field(default_factory=list)
+    # Systems the worker builds by emulation besides x86_64-linux (redox_ci.emulation).
+    worker_emulated_systems: list[str] = field(default_factory=list)
     max_builds: int = 2
     poll_interval: int = LOCAL_POLL_SECONDS
     github_webhook: bool = False
@@ -124,7 +126,8 @@ def settings_data(s: LocalSetup) -> dict:
         "database": {"url": s.db_url},
         "workers": {"port": s.pb_port, "interface": s.interface, "command": [sys.executable, "-m", "redox_ci"],
                     "worker": [{"name": s.worker_name, "kind": s.worker_kind, "systems": ["x86_64-linux"],
-                                "capabilities": list(s.worker_capabilities), "max_builds": s.max_builds}]},
+                                "capabilities": list(s.worker_capabilities), "max_builds": s.max_builds,
+                                "emulated_systems": list(s.worker_emulated_systems)}]},
         "secrets": {"file": s.secrets_file.name},
     }
     if s.cache:

@@ -33,6 +33,8 @@ from .processes import lock_instance, port_problem, spawn, stop, taken
 from .workerproc import create_workers, start_argv, worker_account
 
 LOCK_FILE = "local.lock"
+# Systems the local worker may build besides its own, by emulation where the host allows.
+FOREIGN_SYSTEMS = ["aarch64-linux"]
 # Tools the start needs: the master, the fixture repository and poller, the pipeline.
 TOOLS = ("buildbot", "git", "nix")
 
@@ -72,6 +74,17 @@ class Stopped(BaseException):
 
 def _raise_stopped(signum, _frame):
     raise Stopped(signum)
+
+
+def emulated_here(systems: list[str]) -> list[str]:
+    """Of ``systems``, those this host builds by emulation; says which, and why not the others."""
+    from .emulation import emulated_systems
+    emulated, why_not = emulated_systems(systems)
+    for system in emulated:
+        print(f"redox-ci local: the worker builds {system} by emulation (qemu-user), more slowly than natively")
+    for system, reason in why_not.items():
+        print(f"redox-ci local: the worker does not build {system}, so its jobs are SKIPPED: {reason}")
+    return emulated
 
 
 def check_ports(setup: LocalSetup, s3_port: int) -> None:
@@ -304,7 +317,8 @@ def run_local(args) -> int:
         # host; otherwise a LocalWorker inside the master, running as the user.
         setup = LocalSetup(state=state, repo=repo, www_port=args.port, pb_port=args.pb_port,
                            worker_kind="remote" if worker_account() else "local",
-                           worker_capabilities=local_capabilities())
+                           worker_capabilities=local_capabilities(),
+                           worker_emulated_systems=emulated_here(FOREIGN_SYSTEMS))
         check_ports(setup, args.s3_port)
         return run(setup, args.s3_port, prepare_only=args.prepare_only, first_build=not args.no_first_build)
     except Stopped as e:

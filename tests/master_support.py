@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-import tomli_w
 
 from tests.support import requires, wait_for
 
@@ -158,18 +156,13 @@ class Master:
 
 
 def make_master(tmp_path: Path, repo: Path, emulated_systems: list[str] | None = None, **setup_kwargs) -> Master:
-    """``emulated_systems``: the worker builds these by emulation too (the inventory's
-    ``emulated_systems``, which LocalSetup does not write)."""
+    """``emulated_systems``: the worker builds these by emulation too."""
     setup = LocalSetup(state=tmp_path / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),
-                       **setup_kwargs)
+                       worker_emulated_systems=list(emulated_systems or []), **setup_kwargs)
     worker_password = "worker-secret-Zq81" if setup.worker_kind == "remote" else None
     webhook_secret = "hook-secret-7Yv2" if setup.github_webhook else None
     admin = prepare(setup, admin_password="admin-pass-Kd93", worker_password=worker_password,
                     webhook_secret=webhook_secret)
-    if emulated_systems:
-        data = tomllib.loads(setup.settings_file.read_text())
-        data["workers"]["worker"][0]["emulated_systems"] = list(emulated_systems)
-        setup.settings_file.write_text(tomli_w.dumps(data))
     return Master(setup, admin, worker_password, webhook_secret)
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from redox_ci.errors import ConfigError
 from redox_ci.local import LocalSetup, secrets_text, settings_text
+from redox_ci.emulation import emulated_systems
 from redox_ci.localrun import FIRST_BUILD_REASON, start_failure
 from redox_ci.workerproc import WORKER_USER
 from tests.master_support import BUILD_WAIT_SECONDS, STARTUP_WAIT_SECONDS, Master, free_port
@@ -427,3 +428,10 @@ def test_the_first_build_starts_by_itself_and_completes(running):
     cookbook = jobs["x86_64-linux.cookbook"]
     assert cookbook["results"] == SUCCESS, cookbook["state_string"]
     assert cookbook["properties"]["cache_pushed"][0] >= 1
+    emulated, why_not = emulated_systems(["aarch64-linux"])
+    if emulated:
+        assert "builds aarch64-linux by emulation" in running.stdout()
+        arm = jobs["aarch64-linux.cookbook"]
+        assert arm["results"] == SUCCESS and arm["properties"]["tests_passed"][0] == 9, arm["state_string"]
+    else:
+        assert f"does not build aarch64-linux, so its jobs are SKIPPED: {why_not['aarch64-linux']}" in running.stdout()
