@@ -7,6 +7,9 @@ when the next commit comes."""
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
 from buildbot.process.results import CANCELLED, SUCCESS
 
@@ -19,12 +22,15 @@ pytestmark = pytest.mark.e2e
 SLOW_JOB = "x86_64-linux.fstools"
 # Long enough that the next commit is polled (every 5 s here) while this job still builds.
 SLEEP_SECONDS = 40
+# Changed at every commit, so that the slow derivation is new (Nix's store outlives a test
+# run, and a package built before would be "already built" at once).
+NONCE = "echo nonce-0"
 
 
 def with_slow_package(text: str) -> str:
     old = 'fstools = simple "fstools" [ ];'
     assert old in text
-    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "sleep {SLEEP_SECONDS}"; }};')
+    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "sleep {SLEEP_SECONDS}; {NONCE}"; }};')
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,11 @@ def finished(master, buildid: int) -> dict | None:
 
 
 def commit(master, message: str) -> str:
+    """A commit whose slow package is a new derivation."""
+    flake = master.setup.repo / "flake.nix"
+    text = flake.read_text()
+    assert text.count("echo nonce-") == 1
+    flake.write_text(re.sub(r"echo nonce-[0-9a-f]+", f"echo nonce-{uuid.uuid4().hex}", text))
     return commit_all(master.setup.repo, message)
 
 
@@ -97,6 +108,7 @@ def completes(master, plan: dict) -> None:
 
 
 def test_superseded_never_cancels_a_forced_build(master):
+    commit(master, "the forced build's tip, a new slow derivation")
     r = master.force(systems=["x86_64-linux"], reason="forced, not to be superseded")
     assert r.ok and "result" in r.json(), r.text
     master.forced_brid = int(list(r.json()["result"][1].values())[0])
