@@ -217,8 +217,9 @@ def _github_push(master, rev: str, secret: str | None) -> requests.Response:
     }).encode()
     headers = {"X-GitHub-Event": "push", "Content-Type": "application/json"}
     if secret:
-        # Buildbot 4.3 checks the SHA-1 header, which GitHub still sends beside SHA-256.
+        # Both headers, as GitHub sends them; the hook requires the SHA-256 one.
         headers["X-Hub-Signature"] = "sha1=" + hmac.new(secret.encode(), payload, hashlib.sha1).hexdigest()
+        headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
     return requests.post(master.url + "change_hook/github", data=payload, headers=headers, timeout=30)
 
 

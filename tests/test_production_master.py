@@ -48,7 +48,7 @@ EXAMPLES = Path(__file__).parent / "data" / "github"
 MASTER_USER = "redox-ci-master"  # create-master.sh's default
 WORKER = "builder-1"
 WEBHOOK_SECRET = "webhook-secret-Hq4z"
-SUCCESS = 0
+SUCCESS, WARNINGS = 0, 1
 
 
 def service(unit: Path) -> dict[str, list[str]]:
@@ -293,7 +293,9 @@ def test_our_push_to_main_records_a_change_and_starts_a_pipeline(prod):
         step = [s for s in prod.master.steps(builds[0]["buildid"]) if s["name"] == "plan"]
         return (builds[0], step[0]) if step and step[0]["complete"] else None
     build, step = wait_for("the pipeline's plan", planned, BUILD_WAIT_SECONDS)
-    assert step["results"] == SUCCESS, step["state_string"]
+    # The plan ran at our revision: WARNINGS, since the fixture's aarch64-linux attributes that
+    # throw on purpose are failed jobs of the plan (the rest stands).
+    assert step["results"] in (SUCCESS, WARNINGS) and " build" in step["state_string"], step["state_string"]
     flake_ref = prod.master.api(f"builds/{build['buildid']}", property="flake_ref")["builds"][0]
     assert flake_ref["properties"]["flake_ref"][0] == f"git+file://{prod.repo}?ref=main&rev={head}"
 
