@@ -104,7 +104,8 @@ def completes(master, plan: dict) -> None:
     """The plan runs to its end, not cancelled, and its slow job builds."""
     plan = wait_for("the plan to end", lambda: finished(master, plan["buildid"]), BUILD_WAIT_SECONDS)
     assert plan["results"] != CANCELLED and "superseded" not in plan["state_string"], plan["state_string"]
-    assert master.jobs(plan["buildid"])[SLOW_JOB]["results"] == SUCCESS
+    slow = master.jobs(plan["buildid"])[SLOW_JOB]
+    assert slow["results"] == SUCCESS, slow["state_string"]
 
 
 def test_superseded_never_cancels_a_forced_build(master):
