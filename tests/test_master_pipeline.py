@@ -35,15 +35,18 @@ def without_sodium_with_extra_tool(text: str) -> str:
                         "fstools = simple \"fstools\" [ ];\n        extraTool = simple \"extraTool\" [ ];")
 
 
-# What this host emulates, and why not (the aarch64 jobs are then skipped with a reason).
-EMULATED, CANNOT_EMULATE = emulated_systems(["aarch64-linux"])
+@pytest.fixture(scope="module")
+def emulation() -> tuple[list[str], dict[str, str]]:
+    """What this host emulates, and why not (the aarch64 jobs are then skipped with a reason).
+    A fixture, not a module constant: asking Nix at import would break collecting without it."""
+    return emulated_systems(["aarch64-linux"])
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
+def master(tmp_path_factory, emulation):
     yield from running_master(tmp_path_factory, "pipeline", without_sodium_with_extra_tool,
                               worker_kind="remote", github_webhook=True, poll_interval=5,
-                              emulated_systems=EMULATED)
+                              emulated_systems=emulation[0])
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +66,9 @@ def test_every_job_has_its_own_result(forced):
     assert build["results"] == FAILURE
 
 
-def test_no_alias_is_built_twice(forced):
+def test_no_alias_is_built_twice(forced, emulation):
     _, jobs = forced
-    for system in ["x86_64-linux", *EMULATED]:
+    for system in ["x86_64-linux", *emulation[0]]:
         drvs = [b["properties"]["drv"][0] for n, b in jobs.items()
                 if n.startswith(system + ".") and b["properties"]["job_status"][0] == "build"]
         assert len(drvs) == len(set(drvs))
@@ -108,16 +111,17 @@ def test_missing_and_unknown_attributes(forced):
                                ".checks.boot-test")) for n in jobs)
 
 
-def test_aarch64_matrix_is_built_by_emulation_and_its_tests_counted(forced):
+def test_aarch64_matrix_is_built_by_emulation_and_its_tests_counted(forced, emulation):
     _, jobs = forced
+    emulated, cannot_emulate = emulation
     arm = {n.split(".", 1)[1]: b for n, b in jobs.items() if n.startswith("aarch64-linux.")}
     # The same names (adios-flake copies them); aliases of what throws there are jobs apart.
     assert {n.split(".", 1)[1] for n in jobs if n.startswith("x86_64-linux.")} <= set(arm)
-    if not EMULATED:
+    if not emulated:
         for name, b in arm.items():
             if b["properties"]["job_status"][0] == "build":
                 assert b["results"] == SKIPPED and "no worker builds aarch64-linux" in b["state_string"], name
-        pytest.skip(f"this host does not emulate aarch64-linux: {CANNOT_EMULATE['aarch64-linux']}")
+        pytest.skip(f"this host does not emulate aarch64-linux: {cannot_emulate['aarch64-linux']}")
     cookbook, redoxfs, installer = arm["cookbook"], arm["redoxfs"], arm["installer"]
     assert cookbook["results"] == SUCCESS, cookbook["state_string"]
     assert "built by emulation on local-worker" in cookbook["state_string"]
