@@ -10,6 +10,7 @@ the secrets file has its own model in ``secrets_file.py``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -149,6 +150,10 @@ class WwwSettings(_Section):
     url: str = "http://localhost:8010/"
     # The GitHub change hook at /change_hook/github; it needs github_webhook_secret.
     github_webhook: bool = False
+    # How many of a branch's newest commits the trends charts of the Commits page show: a
+    # month of daily pushes reads at a glance, and each commit costs the page a data-API read
+    # per job.
+    trend_commits: int = Field(default=20, ge=2, le=200)
 
 
 class DatabaseSettings(_Section):
@@ -234,6 +239,10 @@ class CacheSettings(_Section):
         return self
 
 
+# QEMU's names of the network cards the flake's runners use, and "none".
+NicModel = Literal["e1000", "virtio-net-pci", "rtl8139", "none"]
+
+
 class BootImage(_Section):
     """How a boot of one image is judged (``[boot.images.<attribute>]``), as the flake's tests."""
 
@@ -248,13 +257,37 @@ class BootImage(_Section):
     # tcg_timeout. Without KVM the larger of the two counts, as in the flake.
     timeout: float | None = Field(default=None, gt=0)
     tcg_timeout: float | None = Field(default=None, gt=0)
+    # The VM's size; unset: [boot].memory_mb and cpus (the flake's 1024 MB and 2 CPUs).
+    memory_mb: int | None = Field(default=None, ge=128)
+    cpus: int | None = Field(default=None, ge=1)
+    # A network card on QEMU's user-mode network (SLiRP: no root, no tap), as the flake's
+    # network test has it ("-netdev user,id=net0 -device e1000,netdev=net0"); "none": no
+    # card at all; unset: QEMU's own default, as the flake's other runners leave it.
+    nic: NicModel | None = None
+    # The VMMs that boot it (each a job). Cloud Hypervisor networks only through a tap
+    # device, which needs root: an image with a nic boots on QEMU only.
+    vmms: list[Literal["qemu", "cloud-hypervisor"]] = Field(default=["qemu", "cloud-hypervisor"], min_length=1)
+
+    @model_validator(mode="after")
+    def _nic_needs_qemu(self) -> BootImage:
+        if self.nic not in (None, "none") and "cloud-hypervisor" in self.vmms:
+            raise ValueError(f"nic = {self.nic!r} is QEMU's user-mode network; Cloud Hypervisor cannot boot "
+                             "it without a tap device: set vmms = [\"qemu\"]")
+        return self
 
 
-# The flake's own: bootTest boots redox-minimal; functionalTest gives its image 120 s.
+# The flake's own (nix/flake-modules/system.nix, nix/pkgs/infrastructure/*-test.nix):
+# bootTest boots redox-minimal; functionalTest gets mkFunctionalTest's default timeout,
+# 300 s; networkTest 120 s, 2048 MB, 4 CPUs and an e1000 card, on QEMU only.
 DEFAULT_BOOT_IMAGES: dict[str, BootImage] = {
     "redox-minimal": BootImage(),
-    "redox-functional-test": BootImage(tests="FUNC_TEST", timeout=120),
+    "redox-functional-test": BootImage(tests="FUNC_TEST", timeout=300),
+    "redox-network-test": BootImage(tests="NET_TEST", timeout=120, memory_mb=2048, cpus=4, nic="e1000",
+                                    vmms=["qemu"]),
 }
+# The VM test images booted after the stages, beside [boot].image_attr: those that need
+# nothing on the host beside the VM (the bridge, install and cache tests run a server).
+DEFAULT_TEST_IMAGES = ["redox-functional-test", "redox-network-test"]
 
 
 class BootSettings(_Section):
@@ -279,6 +312,9 @@ class BootSettings(_Section):
     ]
     # Attribute holding the disk image (redox.img) booted after the stages, as bootTest does.
     image_attr: str = "redox-minimal"
+    # VM test images booted too, each by its rule and size in [boot.images]; an image the
+    # plan lacks (a flake without it, a forced subset) is not booted.
+    test_images: list[str] = DEFAULT_TEST_IMAGES
     bootloader_attr: str = "bootloader"
     # "auto": KVM when /dev/kvm is usable (and QEMU falls back to TCG if KVM fails to
     # start), else TCG. "kvm" fails when KVM is not there; "tcg" never uses it.
@@ -306,6 +342,11 @@ class BootSettings(_Section):
             raise ValueError(f"timeouts must be > 0 seconds: {bad}")
         return v
 
+    @field_validator("test_images")
+    @classmethod
+    def _test_images(cls, v: list[str]) -> list[str]:
+        return names.check_attrs(v)
+
     @field_validator("firmware")
     @classmethod
     def _firmware(cls, v: dict[str, str]) -> dict[str, str]:
@@ -325,6 +366,15 @@ class BootSettings(_Section):
     def image(self, attr: str) -> BootImage:
         """The rule for ``attr``: as set in [boot.images], else the flake's boot test."""
         return self.images.get(attr, BootImage())
+
+    def booted_images(self) -> list[str]:
+        """Every image booted after the stages: the boot test's, then the test images."""
+        return list(dict.fromkeys([self.image_attr, *self.test_images]))
+
+    def vm_size(self, attr: str) -> tuple[int, int]:
+        """(MB of memory, CPUs) of the VM booting ``attr``."""
+        image = self.image(attr)
+        return image.memory_mb or self.memory_mb, image.cpus or self.cpus
 
 
 class ReproSettings(_Section):
@@ -363,6 +413,49 @@ class ReproSettings(_Section):
         return names.SYSTEM.check(v)
 
 
+# GitHub's "owner/name", as its full_name spells a repository.
+GITHUB_REPOSITORY = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
+
+
+class GithubStatusSettings(_Section):
+    """Commit statuses on GitHub; the token is the secrets file's github_status_token."""
+
+    enabled: bool = False
+    # The repository the statuses go to, "owner/name".
+    repository: str = ""
+    # GitHub's REST API; a GitHub Enterprise server's is "https://HOST/api/v3".
+    api_url: str = "https://api.github.com"
+    # Failed attributes of one commit that get a status each; GitHub's page lists a few
+    # dozen contexts usefully. The plan, stage and boot statuses come on top, and further
+    # failures are named in their stage's status.
+    max_attribute_statuses: int = Field(default=20, ge=0, le=200)
+    # Tries per status (the first included) on GitHub's 5xx answers, its rate limits and
+    # unreachable networks; the waits double from 1 s (or are what GitHub asks for).
+    max_attempts: int = Field(default=6, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _needs_repository(self) -> GithubStatusSettings:
+        if self.enabled and not re.fullmatch(GITHUB_REPOSITORY, self.repository):
+            raise ValueError(f"repository must be GitHub's 'owner/name' when enabled, got {self.repository!r}")
+        if not self.api_url.startswith(("https://", "http://")):
+            raise ValueError(f"api_url must be an http(s) URL, got {self.api_url!r}")
+        return self
+
+
+def _check_listen(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be 'ADDRESS:PORT' such as '127.0.0.1:9101', got {v!r}")
+    _check_interface(host.strip("[]"))
+    return v
+
+
+class MetricsSettings(_Section):
+    # Where Prometheus scrapes /metrics, "ADDRESS:PORT"; unset, no endpoint. The numbers
+    # are not secret but not public either: loopback, or a network Prometheus alone reaches.
+    listen: Annotated[str, AfterValidator(_check_listen)] | None = None
+
+
 class SecretsSettings(_Section):
     # TOML file with [users], [workers], github_webhook_secret, [cache] credentials.
     file: str = "secrets.toml"
@@ -378,6 +471,8 @@ class Settings(_Section):
     boot: BootSettings = BootSettings()
     repro: ReproSettings = ReproSettings()
     secrets: SecretsSettings = SecretsSettings()
+    github_status: GithubStatusSettings = GithubStatusSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 @dataclass(frozen=True)

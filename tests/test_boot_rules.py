@@ -29,6 +29,7 @@ pytestmark = pytest.mark.unit
 # the console shows up as the wrong failure (and a slow test), never as a pass.
 PATIENT = BootSettings(timeout=600, tcg_timeout=600)
 FUNCTIONAL = "redox-functional-test"
+NETWORK = "redox-network-test"
 BANNER = '"  Redox OS Boot Complete!"\n'
 
 
@@ -250,19 +251,29 @@ def test_defaults_are_the_flakes():
     assert (minimal.goal, minimal.overall, minimal.shell_grace) == ("shell", 90, 10)
     assert follow_plan(s, "tcg", None).overall == 180
     functional = follow_plan(s, "kvm", None, FUNCTIONAL)
-    assert (functional.goal, functional.tests_prefix, functional.overall) == ("tests", "FUNC_TEST", 120)
-    assert follow_plan(s, "tcg", None, FUNCTIONAL).overall == 180
+    # mkFunctionalTest's default timeout (the flake's infrastructure/default.nix), 300 s.
+    assert (functional.goal, functional.tests_prefix, functional.overall) == ("tests", "FUNC_TEST", 300)
+    assert follow_plan(s, "tcg", None, FUNCTIONAL).overall == 300
+    network = follow_plan(s, "kvm", None, NETWORK)
+    assert (network.goal, network.tests_prefix, network.overall) == ("tests", "NET_TEST", 120)
+    assert s.booted_images() == ["redox-minimal", FUNCTIONAL, NETWORK]
+    assert s.vm_size("redox-minimal") == s.vm_size(FUNCTIONAL) == (1024, 2)
+    assert s.vm_size(NETWORK) == (2048, 4) and s.image(NETWORK).nic == "e1000"
+    assert s.image(NETWORK).vmms == ["qemu"] and s.image(FUNCTIONAL).vmms == ["qemu", "cloud-hypervisor"]
     assert follow_plan(s, "kvm", None, "redox-graphical").goal == "shell"  # not listed: the boot test's rule
     assert follow_plan(s, "kvm", 7, FUNCTIONAL).overall == 7
 
 
 def test_images_in_a_settings_file_add_to_the_defaults(tmp_path):
     p = tmp_path / "settings.toml"
-    p.write_text('[boot]\ntimeout = 60\n[boot.images.redox-network-test]\ntests = "NET_TEST"\n'
-                 "tcg_timeout = 400\n[boot.images.redox-minimal]\nshell_grace = 20\n")
+    p.write_text('[boot]\ntimeout = 60\ntest_images = ["redox-multi-user-test"]\n'
+                 '[boot.images.redox-multi-user-test]\ntests = "FUNC_TEST"\n'
+                 "tcg_timeout = 400\nmemory_mb = 4096\n[boot.images.redox-minimal]\nshell_grace = 20\n")
     s = load_table(BootSettings, p)
-    assert set(s.images) == {"redox-minimal", FUNCTIONAL, "redox-network-test"}
-    assert follow_plan(s, "tcg", None, "redox-network-test").overall == 400
+    assert set(s.images) == {"redox-minimal", FUNCTIONAL, NETWORK, "redox-multi-user-test"}
+    assert follow_plan(s, "tcg", None, "redox-multi-user-test").overall == 400
+    assert s.vm_size("redox-multi-user-test") == (4096, 2)
+    assert s.booted_images() == ["redox-minimal", "redox-multi-user-test"]
     assert follow_plan(s, "kvm", None).shell_grace == 20 and follow_plan(s, "kvm", None).overall == 60
 
 
@@ -272,6 +283,11 @@ def test_images_in_a_settings_file_add_to_the_defaults(tmp_path):
     ('images = { x = { tests = "UNIT_TEST" } }', "boot.images.x.tests"),
     ("images = { x = { shell_grace = 0 } }", "boot.images.x.shell_grace"),
     ("tcg_timeout = -1", "boot.tcg_timeout"),
+    ('images = { x = { nic = "e1000" } }', "tap device"),
+    ('images = { x = { nic = "ne2k" } }', "boot.images.x.nic"),
+    ('images = { x = { vmms = [] } }', "boot.images.x.vmms"),
+    ("images = { x = { memory_mb = 64 } }", "boot.images.x.memory_mb"),
+    ('test_images = ["bad name"]', "not Nix attribute names"),
 ])
 def test_bad_boot_settings(tmp_path, table, message):
     p = tmp_path / "settings.toml"
@@ -295,5 +311,5 @@ def test_the_boot_step_counts_the_tests(tmp_path):
 
 
 def test_the_boot_step_outlasts_the_longest_boot():
-    assert longest_boot(BootSettings()) == 180
+    assert longest_boot(BootSettings()) == 300  # the functional test image's
     assert longest_boot(BootSettings(images={"slow": BootImage(tcg_timeout=900)})) == 900

@@ -10,7 +10,8 @@ import pytest
 
 from boot_support import make_image
 from redox_ci.boot.errors import FirmwareNotFound, ImageError, VmmUnavailable
-from redox_ci.boot.run import BootRequest, boot, prepare_disk
+from redox_ci.boot.run import BootRequest, boot, build_command, prepare_disk
+from redox_ci.config import BootImage, BootSettings
 from redox_ci.boot.vmm import (Firmware, choose_accel, cloud_hypervisor_argv, find_firmware,
                                host_system, image_bootloader, kvm_status, qemu_argv, resolve_bootloader,
                                resolve_image)
@@ -77,6 +78,56 @@ def test_cloud_hypervisor_matches_the_flake():
     with pytest.raises(ImageError, match="comma"):
         cloud_hypervisor_argv(binary="ch", firmware=Path("F"), disk=Path("a,b"), serial=Path("S"),
                               memory_mb=1024, cpus=2)
+
+
+# The flake's network test (network-test.nix through mk-vm-test.nix's launchQemu): 2048 MB,
+# 4 CPUs and an e1000 card on QEMU's user-mode network.
+FLAKE_NETWORK_QEMU = FLAKE_QEMU[:FLAKE_QEMU.index("-m")] + "-m 2048 -smp 4".split() + \
+    FLAKE_QEMU[FLAKE_QEMU.index("-serial"):] + "-netdev user,id=net0 -device e1000,netdev=net0".split()
+
+
+def test_qemu_takes_the_network_tests_size_and_card():
+    argv = qemu_argv(system="x86_64-linux", qemu="qemu-system-x86_64", firmware=Firmware(Path("OVMF")),
+                     vars_copy=None, efi=Path("EFI"), disk=Path("IMAGE"), disk_format="raw",
+                     accel="tcg", memory_mb=2048, cpus=4, nic="e1000")
+    ours, flake = options(argv), options(FLAKE_NETWORK_QEMU)
+    assert sorted(o for o in flake if o[0] != "-serial") == sorted(o for o in ours if o in flake)
+    assert set(ours) - set(flake) == {("-serial", "stdio"), ("-monitor", "none"), ("-accel", "tcg")}
+    none = qemu_argv(system="x86_64-linux", qemu="q", firmware=Firmware(Path("OVMF")), vars_copy=None,
+                     efi=Path("EFI"), disk=Path("IMAGE"), disk_format="raw", accel="tcg", memory_mb=1024,
+                     cpus=2, nic="none")
+    assert ("-nic", "none") in options(none) and "-netdev" not in none
+
+
+def test_cloud_hypervisor_takes_a_size_but_no_card():
+    argv = cloud_hypervisor_argv(binary="ch", firmware=Path("F"), disk=Path("D"), serial=Path("S"),
+                                 memory_mb=4096, cpus=4)
+    assert ("--memory", "size=4096M") in options(argv) and ("--cpus", "boot=4") in options(argv)
+    with pytest.raises(VmmUnavailable, match="tap device"):
+        cloud_hypervisor_argv(binary="ch", firmware=Path("F"), disk=Path("D"), serial=Path("S"),
+                              memory_mb=2048, cpus=4, nic="e1000")
+
+
+@pytest.mark.parametrize("attr, expected", [
+    ("redox-minimal", [("-m", "1024"), ("-smp", "2")]),
+    ("redox-functional-test", [("-m", "1024"), ("-smp", "2")]),
+    ("redox-network-test", [("-m", "2048"), ("-smp", "4"), ("-netdev", "user,id=net0"),
+                            ("-device", "e1000,netdev=net0")]),
+    ("redox-self-hosting-test", [("-m", "8192"), ("-smp", "4")]),
+])
+def test_each_image_boots_in_a_vm_of_its_size(tmp_path, attr, expected):
+    """The command the boot verb runs, made for real (overlay and all) but not started."""
+    settings = BootSettings(images={"redox-self-hosting-test": BootImage(tests="FUNC_TEST", memory_mb=8192, cpus=4)})
+    img = make_image(tmp_path / "redox.img")
+    efi = tmp_path / "BOOTX64.EFI"
+    efi.write_bytes(b"MZ")
+    work = tmp_path / "work"
+    work.mkdir()
+    request = BootRequest(vmm="qemu", image=img, bootloader=efi, attr=attr, firmware=tmp_path / "redox.img")
+    argv = options(build_command(request, settings, "tcg", work).argv)
+    assert all(pair in argv for pair in expected), argv
+    if attr != "redox-network-test":
+        assert "-netdev" not in dict(argv)
 
 
 HOST = host_system()

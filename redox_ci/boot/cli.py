@@ -52,6 +52,20 @@ def register(sub) -> None:
     p.set_defaults(func=handle)
 
 
+def command_line(*, image: str, vmm: str = "qemu", system: str | None = None, bootloader: str | None = None,
+                 attr: str | None = None, timeout: float | None = None, accel: str | None = None,
+                 firmware: str | None = None, settings: str | None = None, serial_log: str | None = None,
+                 vmm_log: str | None = None) -> list[str]:
+    """The argv after ``redox-ci`` of a boot of ``image``, as ``register``'s parser reads it back.
+
+    ``--flag=value``: a value that starts with "-" stays a value.
+    """
+    flags = {"vmm": vmm, "image": image, "system": system, "bootloader": bootloader, "attr": attr,
+             "timeout": None if timeout is None else repr(float(timeout)), "accel": accel, "firmware": firmware,
+             "settings": settings, "serial-log": serial_log, "vmm-log": vmm_log}
+    return ["boot", *(f"--{flag}={value}" for flag, value in flags.items() if value is not None)]
+
+
 def load_boot_settings(explicit: str | None) -> BootSettings:
     """The ``[boot]`` table alone: a worker needs no other."""
     from ..config import BootSettings
@@ -83,6 +97,9 @@ def format_result(data: dict) -> str:
     head = f"boot {data['verdict'].upper()}: {data['reason']}"
     lines = [head, f"  vmm {data['vmm']}, accel {data['accel'] or '-'}, "
                    f"verdict after {data['verdict_after']:.2f} s, VM stopped after {data['elapsed']:.2f} s"]
+    vm = data.get("vm")
+    if vm:
+        lines.append(f"  vm {vm['memory_mb']} MB, {vm['cpus']} CPUs" + (f", {vm['nic']} network card" if vm['nic'] else ""))
     lines += [f"  {m['name']:<14} {m['at']:8.2f} s" for m in data["milestones"]]
     tests = data.get("tests")
     if tests:

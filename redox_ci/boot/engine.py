@@ -123,6 +123,7 @@ class BootResult:
     failure: Failure | None = None
     goal: Goal = "shell"
     attr: str | None = None      # the image's attribute, whose rule judged it
+    vm: dict | None = None       # {"memory_mb", "cpus", "nic"} of the VM; None for a replay
     shell_reached: bool = False
     tests: TestRun | None = None  # a test image's results, one per test
     vmm_exit: int | None = None  # the VMM's status when it exited by itself

@@ -111,6 +111,9 @@ def build_command(request: BootRequest, settings: BootSettings, accel: Accel, wo
     """Everything the VMM needs, made in ``workdir``; the argv comes from vmm.py."""
     image = resolve_image(request.image)
     firmware = _firmware(request, settings)
+    attr = request.attr or settings.image_attr
+    memory_mb, cpus = settings.vm_size(attr)
+    nic = settings.image(attr).nic
     if request.vmm == CLOUD_HYPERVISOR:
         binary = find_binary(CLOUD_HYPERVISOR_BINARY)
         if binary is None:
@@ -118,7 +121,7 @@ def build_command(request: BootRequest, settings: BootSettings, accel: Accel, wo
         disk, _ = prepare_disk(image, workdir, overlay=False)
         fifo = workdir / SERIAL_FIFO_NAME
         argv = cloud_hypervisor_argv(binary=binary, firmware=firmware.code, disk=disk, serial=fifo,
-                                     memory_mb=settings.memory_mb, cpus=settings.cpus)
+                                     memory_mb=memory_mb, cpus=cpus, nic=nic)
         return VmmCommand(CLOUD_HYPERVISOR, argv, accel, serial_fifo=fifo)
     binary = find_binary(QEMU_BINARY[request.system])
     if binary is None:
@@ -138,7 +141,7 @@ def build_command(request: BootRequest, settings: BootSettings, accel: Accel, wo
         vars_copy.chmod(0o600)
     argv = qemu_argv(system=request.system, qemu=binary, firmware=firmware, vars_copy=vars_copy,
                      efi=efi, disk=disk, disk_format=fmt, accel=accel,
-                     memory_mb=settings.memory_mb, cpus=settings.cpus)
+                     memory_mb=memory_mb, cpus=cpus, nic=nic)
     return VmmCommand(QEMU, argv, accel)
 
 
@@ -168,6 +171,8 @@ def boot(request: BootRequest, settings: BootSettings | None = None) -> BootResu
                             serial_log, vmm_log, append_vmm_log=True)
         result.notes.insert(0, f"KVM is there but QEMU could not use it ({first}); booted with TCG")
     result.attr = attr
+    memory_mb, cpus = settings.vm_size(attr)
+    result.vm = {"memory_mb": memory_mb, "cpus": cpus, "nic": settings.image(attr).nic}
     return result
 
 

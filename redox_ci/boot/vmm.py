@@ -27,6 +27,8 @@ KVM_DEVICE = Path("/dev/kvm")
 # QEMU's isa-debug-exit device, as the flake's runner configures it: a guest write
 # to port 0xf4 ends QEMU with status (value << 1) | 1.
 ISA_DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=0x04"
+# An image's nic setting for "no network card at all".
+NO_NIC = "none"
 
 Accel = Literal["kvm", "tcg"]
 
@@ -135,10 +137,21 @@ def qemu_firmware_args(firmware: Firmware, vars_copy: Path | None) -> list[str]:
             "-drive", f"if=pflash,format=raw,unit=1,file={str(vars_copy).replace(',', ',,')}"]
 
 
+def qemu_nic_args(nic: str | None) -> list[str]:
+    """The network card: None leaves QEMU's default, "none" has no card, a model sits on
+    QEMU's user-mode network (SLiRP) as in the flake's network test."""
+    if nic is None:
+        return []
+    if nic == NO_NIC:
+        return ["-nic", "none"]
+    return ["-netdev", "user,id=net0", "-device", f"{nic},netdev=net0"]
+
+
 def qemu_argv(*, system: str, qemu: str, firmware: Firmware, vars_copy: Path | None,
               efi: Path, disk: Path, disk_format: str, accel: Accel,
-              memory_mb: int, cpus: int) -> list[str]:
-    """QEMU booting ``efi`` through UEFI with ``disk`` on virtio-blk, serial on stdout."""
+              memory_mb: int, cpus: int, nic: str | None = None) -> list[str]:
+    """QEMU booting ``efi`` through UEFI with ``disk`` on virtio-blk, serial on stdout,
+    ``memory_mb`` and ``cpus`` as the image's settings say, and its network card."""
     if system == "x86_64-linux":
         machine = ["-M", "pc"]
         # qemu64 is what the flake's runner uses without KVM; with KVM the host CPU.
@@ -157,13 +170,17 @@ def qemu_argv(*, system: str, qemu: str, firmware: Firmware, vars_copy: Path | N
         "-kernel", str(efi),
         "-drive", qemu_drive(disk, disk_format), "-device", "virtio-blk-pci,drive=disk0",
         "-serial", "stdio", "-monitor", "none", *extra,
-        "-display", "none", "-no-reboot",
+        "-display", "none", "-no-reboot", *qemu_nic_args(nic),
     ]
 
 
 def cloud_hypervisor_argv(*, binary: str, firmware: Path, disk: Path, serial: Path,
-                          memory_mb: int, cpus: int) -> list[str]:
-    """Cloud Hypervisor as the flake's boot test runs it; the serial file is our FIFO."""
+                          memory_mb: int, cpus: int, nic: str | None = None) -> list[str]:
+    """Cloud Hypervisor as the flake's boot test runs it; the serial file is our FIFO.
+    It has no network card unless given a tap device, which needs root: a ``nic`` is refused."""
+    if nic not in (None, NO_NIC):
+        raise VmmUnavailable(f"Cloud Hypervisor cannot give the VM a {nic} card (it networks only through "
+                             "a tap device, which needs root): boot this image with QEMU")
     for what, path in (("firmware", firmware), ("disk", disk), ("serial", serial)):
         if "," in str(path):
             raise ImageError(f"Cloud Hypervisor cannot take a {what} path with a comma: {path}")
