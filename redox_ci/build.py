@@ -11,6 +11,7 @@ succeeds with ``warnings``; the master's step shows them as WARNINGS.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -20,7 +21,8 @@ from .errors import NixError, UsageError
 from .flake import check_flake_ref
 
 
-BuildStatus = Literal["success", "failed"]
+# "not-built": the worker did not try (too little disk, redox_ci.disk), not a failure of the job.
+BuildStatus = Literal["success", "failed", "not-built"]
 
 
 @dataclass
@@ -36,21 +38,16 @@ class BuildResult:
     checks_forced: bool
     tests: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    # The garbage-collection roots that keep the outputs (default branch only).
+    gc_roots: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def derivation_outputs(drv: str, flake: str | None, system: str, attr: str, force_checks: bool,
-                       output: str = "packages") -> list[str]:
-    """The outputs of ``drv``; instantiated from the flake first when this store lacks it.
-
-    Asking for the outputs is also the presence check: one ``nix-store`` process on
-    every job, instead of one to check and one to ask.
-    """
-    outputs = nix.query_outputs(drv)
-    if outputs is not None:
-        return outputs
+def instantiate(drv: str, flake: str | None, system: str, attr: str, force_checks: bool,
+                output: str = "packages") -> None:
+    """Instantiate ``drv`` from the flake on a worker whose store lacks it; it must come out the same path."""
     if not flake:
         raise UsageError(f"{drv} is not in this worker's store; pass --flake to instantiate it here")
     override = "p.overrideAttrs (_: { doCheck = true; })" if force_checks else "p"
@@ -59,7 +56,34 @@ def derivation_outputs(drv: str, flake: str | None, system: str, attr: str, forc
     if got != drv:
         raise NixError(f"{attr}: this worker evaluates to {got}, the plan said {drv}; "
                        "the evaluation differs between hosts (impure flake or different Nix)")
-    return nix.query_outputs(drv, missing_ok=False)
+
+
+def did_work(stderr: str, drv: str, outputs: list[str]) -> bool:
+    """Whether a realisation built or fetched ``drv``'s outputs, from Nix's own list of what
+    it is about to do (``this derivation will be built:`` / ``these N paths will be
+    fetched``, the paths indented one a line); Nix prints none when every output is valid."""
+    named = {drv, *outputs}
+    return any(line.strip() in named for line in nix.strip_ansi(stderr).splitlines() if line.startswith("  "))
+
+
+def realise(drv: str, flake: str | None, system: str, attr: str, force_checks: bool,
+            output: str = "packages") -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Build ``drv``; instantiated from the flake first when this store lacks it.
+
+    One ``nix-store --realise`` per job on the usual path: its stdout is the outputs and
+    its stderr says whether anything was built. Only a failed build asks whether the
+    derivation was there at all (the message for a missing one differs across Nix versions).
+    Returns the realisation and the outputs.
+    """
+    proc = nix.realise(drv)
+    if proc.returncode == 0:
+        return proc, nix.parse_paths(proc.stdout)
+    outputs = nix.query_outputs(drv)
+    if outputs is not None:
+        return proc, outputs
+    instantiate(drv, flake, system, attr, force_checks, output)
+    proc = nix.realise(drv)
+    return proc, nix.parse_paths(proc.stdout) if proc.returncode == 0 else nix.query_outputs(drv, missing_ok=False)
 
 
 UNAVAILABLE = "tests wanted but cannot be turned on: the package has no overrideAttrs (its doCheck stays off)"
@@ -68,14 +92,13 @@ UNAVAILABLE = "tests wanted but cannot be turned on: the package has no override
 def build(drv: str, *, attr: str, system: str, checks: bool, checks_forced: bool = False,
           flake: str | None = None, output: str = "packages", checks_unavailable: bool = False) -> BuildResult:
     """Realise ``drv`` with Nix's log streamed to our stderr; judge tests when ``checks``."""
-    outputs = derivation_outputs(nix.check_drv(drv), flake, system, attr, checks_forced, output)
-    invalid = nix.invalid_paths(outputs)
-    proc = nix.realise(drv)
-    result = BuildResult(attr, system, drv, "success", "built" if invalid else "already built",
-                         outputs, bool(invalid), checks, checks_forced)
+    proc, outputs = realise(nix.check_drv(drv), flake, system, attr, checks_forced, output)
     if proc.returncode != 0:
-        result.status, result.reason = "failed", f"build failed (exit {proc.returncode}):\n{nix.log_tail(proc.stderr)}"
-        return result
+        return BuildResult(attr, system, drv, "failed", f"build failed (exit {proc.returncode}):\n"
+                           f"{nix.log_tail(proc.stderr)}", outputs, True, checks, checks_forced)
+    built = did_work(proc.stderr, drv, outputs)
+    result = BuildResult(attr, system, drv, "success", "built" if built else "already built",
+                         outputs, built, checks, checks_forced)
     if checks_unavailable:
         result.reason = UNAVAILABLE
         result.warnings.append(UNAVAILABLE)

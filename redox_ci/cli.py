@@ -8,21 +8,25 @@ error. Errors are sentences on stderr, never tracebacks.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
-from . import local, plan_cli
-from .boot import cli as boot_cli
-from .cache import cli as cache_cli
 from .errors import RedoxCIError
 from .extras import require
 from .outcome import Outcome
-from .repro import cli as repro_cli
 
-# Modules that add their verbs through ``register(subparsers)``. A verb's handler returns an
-# Outcome for this module to print, or an exit code when it has no result (``local``).
-VERB_MODULES = (plan_cli, cache_cli, boot_cli, repro_cli, local)
+# Modules that add their verbs through ``register(subparsers)``, in the order ``--help``
+# lists them. A verb's handler returns an Outcome for this module to print, or an exit
+# code when it has no result (``local``).
+VERB_MODULES = ("plan_cli", "cache.cli", "boot.cli", "repro.cli", "local")
+# The module of each verb: a command line that names its verb imports only that module
+# (a job's `redox-ci build` runs once per job; `local` alone pulls in half the package).
+VERB_MODULE = {"plan": "plan_cli", "build": "plan_cli", "cache": "cache.cli", "boot": "boot.cli",
+               "repro": "repro.cli", "repro-history": "repro.cli", "local": "local"}
+# Options before the verb that take a value.
+GLOBAL_VALUE_OPTIONS = ("--json-out",)
 # Verbs that need an optional part of redox-ci (see extras.py).
 VERB_EXTRAS = {"local": "local"}
 
@@ -41,18 +45,37 @@ def write(outcome: Outcome, as_json: bool, json_out: str | None) -> None:
     sys.stdout.flush()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def named_verb(argv: list[str]) -> str | None:
+    """The verb ``argv`` names, or None (no verb yet, ``--help``, an unknown word)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg if arg in VERB_MODULE else None
+    return None
+
+
+def verb_modules(argv: list[str]) -> tuple[str, ...]:
+    """The modules to register: the named verb's alone, else every one (for help and errors)."""
+    verb = named_verb(argv)
+    return (VERB_MODULE[verb],) if verb else VERB_MODULES
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv`` (only its verb's module imported); every verb without ``argv``."""
     parser = argparse.ArgumentParser(prog="redox-ci", description=__doc__.splitlines()[0])
     parser.add_argument("--json-out", metavar="FILE",
                         help="also write the result as JSON to FILE (stdout gets the summary)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in VERB_MODULES:
-        module.register(sub)
+    for name in VERB_MODULES if argv is None else verb_modules(argv):
+        importlib.import_module(f".{name}", __package__).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.json_out:
         try:
