@@ -160,6 +160,16 @@ class DatabaseSettings(_Section):
     url: str = "sqlite:///state.sqlite"
 
 
+class JobsSettings(_Section):
+    # A job build whose worker is lost (Buildbot's RETRY) runs again at most this many
+    # times, then fails with "worker lost N times": a job that kills its worker would
+    # otherwise loop for ever (Buildbot issue 5354).
+    retries: int = Field(default=2, ge=0, le=10)
+    # A derivation whose build failed is not built again by a later commit for this many
+    # days (0: always built); a force or Rebuild of its job builds it at once.
+    known_failure_days: int = Field(default=7, ge=0, le=365)
+
+
 class WorkerSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     # "local" runs inside the master process (development); "remote" connects over PB.
@@ -203,6 +213,13 @@ class WorkersSettings(_Section):
     worker: list[WorkerSpec] = []
     # How steps start redox-ci on a worker (argv prefix).
     command: list[str] = ["redox-ci"]
+    # Before a build the worker needs this much free space on disk_path's file system (the
+    # store's), else the job is "not built: disk: ..." (0: no check). See redox_ci/disk.py.
+    min_free_gib: float = Field(default=20.0, ge=0)
+    disk_path: str = "/nix/store"
+    # Where a worker keeps the default branch's outputs from garbage collection, one
+    # directory of roots per job ("~": the worker user's home).
+    gc_roots: str = "~/.local/state/redox-ci/gcroots"
 
 
 class CacheSettings(_Section):
@@ -455,6 +472,14 @@ class MetricsSettings(_Section):
     # are not secret but not public either: loopback, or a network Prometheus alone reaches.
     listen: Annotated[str, AfterValidator(_check_listen)] | None = None
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(interface, port) of ``listen``."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
 
 class SecretsSettings(_Section):
     # TOML file with [users], [workers], github_webhook_secret, [cache] credentials.
@@ -466,6 +491,7 @@ class Settings(_Section):
     plan: PlanSettings = PlanSettings()
     www: WwwSettings = WwwSettings()
     database: DatabaseSettings = DatabaseSettings()
+    jobs: JobsSettings = JobsSettings()
     workers: WorkersSettings = WorkersSettings()
     cache: CacheSettings = CacheSettings()
     boot: BootSettings = BootSettings()

@@ -199,13 +199,15 @@ class _SystemEval:
             raise
         if proc.returncode != 0 and self.limits.memory_mb and nix.out_of_memory(proc):
             raise EvalLimitError(
-                f"evaluating {self.system} of {self.ref} ran out of memory: it needs more than the limit of "
-                f"{self.limits.memory_mb} MiB ([plan].eval_memory_mb); Nix said: {nix.eval_message(proc.stderr)}")
+                f"evaluating {self.system} ran out of memory: it needs more than the limit of "
+                f"{self.limits.memory_mb} MiB ([plan].eval_memory_mb); flake {self.ref}; "
+                f"Nix said: {nix.eval_message(proc.stderr)}")
         return proc
 
     def _timed_out(self) -> EvalLimitError:
-        return EvalLimitError(f"evaluating {self.system} of {self.ref} took longer than the limit of "
-                              f"{self.limits.timeout:.0f} s ([plan].eval_timeout)")
+        # The limit before the (long) flake reference: a step summary is cut at 200 characters.
+        return EvalLimitError(f"evaluating {self.system} took longer than the limit of "
+                              f"{self.limits.timeout:.0f} s ([plan].eval_timeout); flake {self.ref}")
 
     def parse(self, proc, what: str) -> dict:
         return nix.parse_json(proc.stdout, what=what, error=FlakeError)

@@ -305,6 +305,12 @@ def check_rebuild_argv(drv: str) -> list[str]:
     return ["nix-store", "--realise", "--check", "--keep-failed", check_drv(drv)]
 
 
+def add_root_argv(root: Path, path: str) -> list[str]:
+    """Keep ``path`` from garbage collection by the symlink ``root`` (an indirect root: the
+    daemon registers it, so the worker user may make it); an existing root is replaced."""
+    return ["nix-store", "--add-root", *_operands([str(root)], "root path"), "--realise", *_store_paths([path])]
+
+
 def query_outputs_argv(drv: str) -> list[str]:
     return ["nix-store", "--query", "--outputs", check_drv(drv)]
 
@@ -632,6 +638,10 @@ def read_log(drv: str) -> str | None:
     """The build log Nix kept for ``drv``, or None (substituted, collected, never built here)."""
     proc = run_status(read_log_argv(drv), what="reading the build log")
     return proc.stdout if proc.returncode == 0 else None
+
+
+def add_root(root: Path, path: str) -> None:
+    run(add_root_argv(root, path), what=f"keeping {path} from garbage collection")
 
 
 def realise(drv: str, *, tmpdir: str | None = None) -> subprocess.CompletedProcess:

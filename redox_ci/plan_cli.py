@@ -35,8 +35,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--output", default="packages", choices=["packages", "checks"],
                    help="the flake output holding --attr (default: packages)")
     b.add_argument("--flake", help="to instantiate the derivation if this store lacks it")
+    b.add_argument("--min-free-gib", type=float, default=None,
+                   help="not built (exit 75) when --disk-path has less free space (default 20; 0: no check)")
+    b.add_argument("--disk-path", default=None, help="the path whose file system is checked (default /nix/store)")
+    b.add_argument("--gc-roots", help="keep the outputs from garbage collection by roots in DIR/SYSTEM.ATTR, "
+                                      "replacing the job's earlier roots (the default branch's builds)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_build)
+
+
+def plan_command_line(flake: str, *, settings: str | None = None, systems: list[str] | None = None,
+                      attrs: list[str] | None = None, no_cache: bool = False) -> list[str]:
+    """The argv after ``redox-ci`` of a ``plan``, as ``register``'s parser reads it back.
+
+    ``--flag=value``: a value that starts with "-" stays a value.
+    """
+    argv = ["plan", f"--flake={flake}"]
+    if settings:
+        argv.append(f"--settings={settings}")
+    if systems:
+        argv.append(f"--systems={','.join(systems)}")
+    if attrs:
+        argv.append(f"--attrs={' '.join(attrs)}")
+    if no_cache:
+        argv.append("--no-cache")
+    return argv
+
+
+def build_command_line(drv: str, *, attr: str, system: str, checks: bool = False, checks_forced: bool = False,
+                       checks_unavailable: bool = False, output: str = "packages",
+                       flake: str | None = None, min_free_gib: float | None = None,
+                       disk_path: str | None = None, gc_roots: str | None = None) -> list[str]:
+    """The argv after ``redox-ci`` of a ``build``, as ``register``'s parser reads it back."""
+    argv = ["build", f"--drv={drv}", f"--attr={attr}", f"--system={system}"]
+    argv += [flag for flag, on in (("--checks", checks), ("--checks-forced", checks_forced),
+                                   ("--checks-unavailable", checks_unavailable)) if on]
+    if output != "packages":
+        argv.append(f"--output={output}")
+    if flake:
+        argv.append(f"--flake={flake}")
+    if min_free_gib is not None:
+        argv.append(f"--min-free-gib={min_free_gib:g}")
+    argv += [f"--{flag}={value}" for flag, value in (("disk-path", disk_path), ("gc-roots", gc_roots)) if value]
+    return argv
 
 
 def _settings(path: str | None):
@@ -112,10 +153,23 @@ def human_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+# sysexits' EX_TEMPFAIL: not built here and now (too little disk), try again elsewhere or later.
+EXIT_NOT_BUILT = 75
+
+
 def run_build(args) -> Outcome:
-    from .build import build
-    result = build(args.drv, attr=args.attr, system=args.system, checks=args.checks,
-                   checks_forced=args.checks_forced, flake=args.flake, output=args.output,
-                   checks_unavailable=args.checks_unavailable)
-    return Outcome(result.to_json(), lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}",
-                   0 if result.status == "success" else 1)
+    from . import disk
+    from .build import BuildResult, build
+    min_free = disk.DEFAULT_MIN_FREE_GIB if args.min_free_gib is None else args.min_free_gib
+    space = disk.free_space(args.disk_path or disk.DEFAULT_DISK_PATH, min_free) if min_free > 0 else None
+    if space and not space.enough:
+        result = BuildResult(args.attr, args.system, args.drv, "not-built", space.reason, [], False,
+                             args.checks, args.checks_forced)
+    else:
+        result = build(args.drv, attr=args.attr, system=args.system, checks=args.checks,
+                       checks_forced=args.checks_forced, flake=args.flake, output=args.output,
+                       checks_unavailable=args.checks_unavailable)
+        if args.gc_roots and result.status == "success":
+            result.gc_roots = disk.keep_outputs(args.gc_roots, args.system, args.attr, result.outputs)
+    code = {"success": 0, "not-built": EXIT_NOT_BUILT}.get(result.status, 1)
+    return Outcome(result.to_json(), lambda r: f"{r['system']}.{r['attr']}: {r['status']}: {r['reason']}", code)
