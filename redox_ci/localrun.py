@@ -191,7 +191,7 @@ def start_first_build(setup: LocalSetup, password: str) -> str | None:
     """On a master that has never had a build request: force the plan of the first
     branch's tip, as an admin would from the web UI. Returns the sentence to print, or
     None when this is not the first start."""
-    from .master.builders import PLAN_BUILDER
+    from .master.pipeline import PLAN_BUILDER
     api = setup.url + "api/v2/"
     if get_json(api + "buildrequests?limit=1")["buildrequests"]:
         return None

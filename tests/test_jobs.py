@@ -36,7 +36,7 @@ def test_plan_json_round_trip():
 
 def stage_step(*args, **props):
     """A TriggerStage that reads ``props`` for its build's properties."""
-    from redox_ci.master.steps import TriggerStage
+    from redox_ci.master.pipeline import TriggerStage
 
     class Step(TriggerStage):
         def getProperty(self, name, default=None):

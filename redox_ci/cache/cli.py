@@ -84,6 +84,21 @@ def do_keygen(args: argparse.Namespace) -> Outcome:
                                       f"{r['public_key_file']}\npublic key: {r['public_key']}"))
 
 
+def push_command_line(store_paths: list[str], *, settings: str | None = None, bucket: str | None = None,
+                      endpoint_url: str | None = None, region: str | None = None, prefix: str | None = None,
+                      signing_key: str | None = None, compression: str | None = None,
+                      parallelism: int | None = None, stage_dir: str | None = None) -> list[str]:
+    """The argv after ``redox-ci`` of a ``cache push``, as ``register``'s parser reads it back.
+
+    ``--flag=value`` and ``--`` before the paths: values that start with "-" stay values.
+    """
+    flags = {"settings": settings, "bucket": bucket, "endpoint-url": endpoint_url, "region": region,
+             "prefix": prefix, "signing-key": signing_key, "compression": compression,
+             "parallelism": parallelism, "stage-dir": stage_dir}
+    return ["cache", "push", *(f"--{flag}={value}" for flag, value in flags.items() if value is not None),
+            "--", *store_paths]
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", help="settings file with a [cache] section (default $REDOX_CI_SETTINGS)")
     p.add_argument("--bucket", help="S3 bucket")

@@ -8,14 +8,22 @@ a worker-wide lock keeps VMs from oversubscribing a worker. A boot that cannot r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
-from ..config import BootSettings, LoadedSettings
+from ..boot.cli import command_line
 from ..nix import realise_paths_argv
 from ..plan import Job, JobStatus, Plan
-from .steps import WORKER_SETTINGS, RedoxCiStep, StageJob, TriggerStage, one_line, planned, settings_download
+from . import schedulers as redox_schedulers
+from .base import WORKER_SETTINGS, RedoxCiStep, one_line, settings_download
+from .pipeline import StageJob, TriggerStage, planned
 from .workers import host_of, names_for
+
+if TYPE_CHECKING:
+    from ..config import BootSettings, LoadedSettings
 
 BOOT_STAGE = "boot"
 # (VMM, capability it needs on the worker)
@@ -61,10 +69,9 @@ def boot_jobs(plan: Plan, image_attr: str, bootloader_attr: str) -> list[StageJo
 
 
 class TriggerBoots(TriggerStage):
-    def __init__(self, image_attr: str, bootloader_attr: str, job_schedulers: dict[str, str],
-                 report_scheduler: str, **kwargs):
+    def __init__(self, image_attr: str, bootloader_attr: str, job_schedulers: dict[str, str], **kwargs):
         self.image_attr, self.bootloader_attr = image_attr, bootloader_attr
-        super().__init__(BOOT_STAGE, job_schedulers, report_scheduler, **kwargs)
+        super().__init__(BOOT_STAGE, job_schedulers, **kwargs)
 
     def stage_jobs(self) -> list[StageJob]:
         return boot_jobs(planned(self), self.image_attr, self.bootloader_attr)
@@ -72,12 +79,10 @@ class TriggerBoots(TriggerStage):
 
 @util.renderer
 def boot_args(props):
-    args = ["boot", "--vmm", props.getProperty("vmm"), "--system", props.getProperty("system"),
-            "--image", props.getProperty("image_paths")[0], "--settings", WORKER_SETTINGS,
-            "--serial-log", "serial.log", "--vmm-log", "vmm.log"]
-    if props.getProperty("vmm") == "qemu":
-        args += ["--bootloader", props.getProperty("bootloader_paths")[0]]
-    return args
+    vmm = props.getProperty("vmm")
+    return command_line(vmm=vmm, system=props.getProperty("system"), image=props.getProperty("image_paths")[0],
+                        bootloader=props.getProperty("bootloader_paths")[0] if vmm == "qemu" else None,
+                        settings=WORKER_SETTINGS, serial_log="serial.log", vmm_log="vmm.log")
 
 
 @util.renderer
@@ -145,14 +150,25 @@ def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
     return f
 
 
-def boot_builders(loaded: LoadedSettings) -> list[tuple[str, str, list[str]]]:
-    """(route, builder name, workers) for each system and VMM some worker can run."""
+@dataclass(frozen=True)
+class BootBuilder:
+    """The builder of one system's boots on one VMM; ``route`` is ``StageJob.route``."""
+
+    route: str
+    name: str
+    workers: list[str]
+
+
+def boot_builders(loaded: LoadedSettings) -> list[BootBuilder]:
+    """One for each system and VMM some worker can run; none when boots are off."""
+    if not loaded.settings.boot.enabled:
+        return []
     out = []
     for system in loaded.settings.flake.systems:
         for vmm, capability in VMMS:
             workers = names_for(loaded.workers, system, capability)
             if workers:
-                out.append((f"{system}/{vmm}", boot_builder_name(system, vmm), workers))
+                out.append(BootBuilder(f"{system}/{vmm}", boot_builder_name(system, vmm), workers))
     return out
 
 
@@ -167,7 +183,19 @@ def vm_lock(loaded: LoadedSettings):
     return render
 
 
-def boot_builder_configs(loaded: LoadedSettings) -> list[util.BuilderConfig]:
-    return [util.BuilderConfig(name=name, workernames=workers, factory=boot_factory(loaded),
-                               locks=vm_lock(loaded), tags=[name.split("/")[0], BOOT_STAGE])
-            for _, name, workers in boot_builders(loaded)]
+def stage_steps(loaded: LoadedSettings) -> list[TriggerStage]:
+    """The plan builder's last step: boot each system's image, after the stages."""
+    boot = loaded.settings.boot
+    if not boot.enabled:
+        return []
+    return [TriggerBoots(boot.image_attr, boot.bootloader_attr, {b.route: b.name for b in boot_builders(loaded)})]
+
+
+def builders(loaded: LoadedSettings) -> list[util.BuilderConfig]:
+    return [util.BuilderConfig(name=b.name, workernames=b.workers, factory=boot_factory(loaded),
+                               locks=vm_lock(loaded), tags=[b.name.split("/")[0], BOOT_STAGE])
+            for b in boot_builders(loaded)]
+
+
+def schedulers(loaded: LoadedSettings) -> list:
+    return [redox_schedulers.triggerable(b.name, b.name) for b in boot_builders(loaded)]

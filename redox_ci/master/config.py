@@ -10,18 +10,16 @@ from ..config import LoadedSettings
 from ..errors import ConfigError
 from ..secrets_file import load_secrets
 from ..settings_file import load
-from . import builders, repro, schedulers, www
-from .boot import boot_builders
+from . import boot, jobs, pipeline, repro, www
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
-from .superseded import superseded_canceller
+from .schedulers import poller
 from .workers import make_workers
 
 
 def build_config(loaded: LoadedSettings) -> dict:
     settings = loaded.settings
     secrets = load_secrets(loaded)
-    jobs = builders.stage_builders(loaded)
     c: dict = {
         "title": "redox-ci",
         "titleURL": settings.flake.repo if "://" in settings.flake.repo else None,
@@ -32,21 +30,23 @@ def build_config(loaded: LoadedSettings) -> dict:
         "protocols": {"pb": {"port": www.listen_on(settings.workers.port, settings.workers.interface)}},
         "workers": [slot for w in loaded.workers for slot in make_workers(w)],
         "secretsProviders": [SecretsFileProvider(secrets.values)],
-        "change_source": [schedulers.poller(settings)],
+        "change_source": [poller(settings)],
         # Each triggered job is its own request; collapsing would merge different attributes.
         "collapseRequests": False,
-        "builders": [*builders.builder_configs(loaded, secrets), *repro.repro_builders(loaded, secrets)],
-        "schedulers": [
-            schedulers.commit_scheduler(settings, builders.PLAN_BUILDER),
-            schedulers.force_scheduler(settings, builders.PLAN_BUILDER),
-            schedulers.triggerable(builders.REPORT_BUILDER, builders.REPORT_BUILDER),
-            *[schedulers.triggerable(b.name, b.name) for b in jobs],
-            *[schedulers.triggerable(name, name) for _, name, _ in boot_builders(loaded)
-              if settings.boot.enabled],
-            *repro.repro_schedulers(loaded),
+        # Each slice's own, one after the other: the plan's stages start the jobs and boots.
+        "builders": [
+            *pipeline.builders(loaded, secrets, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
+            *jobs.builders(loaded, secrets),
+            *boot.builders(loaded),
+            *repro.builders(loaded, secrets),
         ],
-        # A new commit on a branch cancels the older commit's pipeline (forced builds never).
-        "services": [superseded_canceller(builders.PLAN_BUILDER, schedulers.PLAN_SCHEDULER)],
+        "schedulers": [
+            *pipeline.schedulers(settings),
+            *jobs.schedulers(loaded),
+            *boot.schedulers(loaded),
+            *repro.schedulers(loaded),
+        ],
+        "services": pipeline.services(),
         "www": www.www_config(settings, secrets.users,
                               dashboard_plugin(settings.cache, settings.www.url, secrets.cache_credentials())),
     }

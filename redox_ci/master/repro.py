@@ -8,16 +8,22 @@ properties.
 
 from __future__ import annotations
 
-from buildbot.plugins import schedulers, steps, util
+from typing import TYPE_CHECKING
+
+from buildbot.plugins import schedulers as bb_schedulers
+from buildbot.plugins import steps, util
 from buildbot.process.results import FAILURE, SUCCESS
 
 from .. import names
-from ..config import LoadedSettings
-from ..secrets_file import Secrets
 from ..repro.cli import command_line
 from . import schedulers as redox_schedulers
-from .steps import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, cache_env, one_line, settings_download
+from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, one_line, settings_download
+from .cache import cache_env
 from .workers import names_for
+
+if TYPE_CHECKING:
+    from ..config import LoadedSettings
+    from ..secrets_file import Secrets
 
 REPRO_BUILDER = "redox/repro"
 FORCE_REPRO_SCHEDULER = "force-repro"
@@ -90,7 +96,7 @@ def repro_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory
     return f
 
 
-def repro_builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
+def builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
     workers = names_for(loaded.workers, loaded.settings.repro.system)
     if not workers:
         return []
@@ -98,11 +104,11 @@ def repro_builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.Builde
                                tags=["nightly", "repro"])]
 
 
-def repro_schedulers(loaded: LoadedSettings) -> list:
+def schedulers(loaded: LoadedSettings) -> list:
     r = loaded.settings.repro
     if not r.enabled or not names_for(loaded.workers, r.system):
         return []
-    nightly = [schedulers.Nightly(name=f"nightly-repro-{branch.replace('/', '-')}", builderNames=[REPRO_BUILDER],
+    nightly = [bb_schedulers.Nightly(name=f"nightly-repro-{branch.replace('/', '-')}", builderNames=[REPRO_BUILDER],
                                   branch=branch, hour=r.hour, minute=r.minute, onlyIfChanged=False)
                for branch in r.branches]
     force = redox_schedulers.force_scheduler(

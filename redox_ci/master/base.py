@@ -1,0 +1,118 @@
+"""What the master's slices share: the step that runs a ``redox-ci`` verb on a worker.
+
+Each step builds an argv (never a shell string), runs ``redox-ci --json-out FILE
+VERB ...``, reads the JSON file back from the worker and turns it into a result, a
+one-line summary and properties. What the verb printed (its summary for a person,
+Nix's build log, errors) is the step's log. Also here: the flake reference of a
+change, and the settings file for the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from buildbot.plugins import steps
+from buildbot.process import buildstep
+from buildbot.steps.worker import CompositeStepMixin
+from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
+
+from ..errors import FlakeError
+from ..flake import flake_ref_for
+
+if TYPE_CHECKING:
+    from ..config import LoadedSettings
+
+# Settings file that steps download to the worker, beside the build.
+WORKER_SETTINGS = "redox-ci-settings.toml"
+# A step summary is one line in the web UI; longer reasons are in the log.
+SUMMARY_CHARS = 200
+
+
+def one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= SUMMARY_CHARS else line[:SUMMARY_CHARS - 1] + "…"
+
+
+def parse_result(text: str | None) -> dict | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def stderr_reason(stderr: str) -> str:
+    lines = [l for l in stderr.strip().splitlines() if l.startswith("redox-ci ")]
+    return lines[-1] if lines else (stderr.strip().splitlines() or ["no output"])[-1]
+
+
+class ResolveFlake(buildstep.BuildStep):
+    """Set ``flake_ref`` from the configured repository and the change's branch and revision.
+
+    The repository always comes from the settings, never from a change or webhook.
+    """
+
+    name = "resolve flake"
+
+    def __init__(self, repo: str, **kwargs):
+        self.repo = repo
+        super().__init__(haltOnFailure=True, **kwargs)
+        self._summary = ""
+
+    async def run(self):
+        try:
+            ref = flake_ref_for(self.repo, self.getProperty("branch") or None,
+                                self.getProperty("revision") or None)
+        except FlakeError as e:
+            self._summary = str(e)
+            return FAILURE
+        self.setProperty("flake_ref", ref, "ResolveFlake")
+        self._summary = ref
+        return SUCCESS
+
+    def getResultSummary(self):
+        return {"step": self._summary}
+
+
+def settings_download(loaded: LoadedSettings, **kwargs) -> steps.StringDownload:
+    """The settings file, for the worker's redox-ci (it holds no secrets)."""
+    return steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
+                                hideStepIf=lambda r, s: r in (SUCCESS, SKIPPED), **kwargs)
+
+
+class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep):
+    """Run ``redox-ci --json-out FILE <args>``; subclasses say what the JSON means.
+
+    The JSON comes back as a file, not from stdout: the worker cuts long stdout lines
+    into chunks, and stdout then holds the verb's summary for a person.
+    """
+
+    renderables = ["verb_args"]
+
+    def __init__(self, redox_ci: list[str], verb_args, **kwargs):
+        self.verb_args = verb_args
+        self.redox_ci = list(redox_ci)
+        kwargs = self.setupShellMixin(kwargs)
+        super().__init__(**kwargs)
+        self._summary = ""
+
+    async def run(self):
+        result_file = f"redox-ci-result-{self.stepid}.json"
+        self.command = [*self.redox_ci, "--json-out", result_file, *self.verb_args]
+        cmd = await self.makeRemoteShellCommand(collectStderr=True)
+        await self.runCommand(cmd)
+        data = parse_result(await self.getFileContentFromWorker(result_file))
+        if data is None:
+            reason = stderr_reason(cmd.stderr) if cmd.stderr.strip() else f"exit {cmd.rc}, no result"
+            self._summary = one_line(reason)
+            return FAILURE
+        return await self.interpret(data, cmd.rc)
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        raise NotImplementedError
+
+    def getResultSummary(self):
+        if self._summary:
+            return {"step": self._summary, "build": self._summary}
+        return super().getResultSummary()

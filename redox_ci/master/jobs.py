@@ -1,0 +1,120 @@
+"""The jobs of a pipeline: one builder per system and stage, one build per planned job.
+
+A job build runs ``redox-ci build`` on a worker of its system (native slots first, then
+emulating ones), then, when the cache is on, pushes what it built (``cache.job_steps``).
+The stage steps of the plan builder that start these builds are made here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from buildbot.plugins import util
+from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+
+from ..plan import OTHER_STAGE
+from ..plan_cli import build_command_line
+from . import cache
+from . import schedulers as redox_schedulers
+from .base import RedoxCiStep, one_line
+from .pipeline import TriggerStage
+from .workers import names_for, prefer_native
+
+if TYPE_CHECKING:
+    from ..config import LoadedSettings
+    from ..secrets_file import Secrets
+
+
+@dataclass(frozen=True)
+class StageBuilder:
+    name: str
+    system: str
+    stage: str
+    # Native slots first, then emulating ones.
+    workers: list[str]
+    native: list[str]
+
+
+def stage_builders(loaded: LoadedSettings) -> list[StageBuilder]:
+    out = []
+    for system in loaded.settings.flake.systems:
+        workers = names_for(loaded.workers, system, emulated=True)
+        native = names_for(loaded.workers, system)
+        if workers:
+            for stage in [*loaded.settings.plan.stages, OTHER_STAGE]:
+                out.append(StageBuilder(f"{system}/{stage}", system, stage, workers, native))
+    return out
+
+
+def emulated(props) -> bool:
+    """Whether the worker running this build emulates the job's system (worker property)."""
+    return props.getProperty("system") in (props.getProperty("worker_emulated_systems") or [])
+
+
+@util.renderer
+def build_args(props):
+    return build_command_line(
+        props.getProperty("drv"), attr=props.getProperty("attr"), system=props.getProperty("system"),
+        checks=bool(props.getProperty("checks")), checks_forced=bool(props.getProperty("checks_forced")),
+        checks_unavailable=bool(props.getProperty("checks_unavailable")),
+        output=props.getProperty("output") or "packages", flake=props.getProperty("flake") or None)
+
+
+class BuildJob(RedoxCiStep):
+    """Build one planned derivation; judge its tests from cargo's output.
+
+    WARNINGS when it built but something wants a look (0 tests ran, tests that cannot be
+    turned on); the summary names the aliases built with it and an emulated build.
+    """
+
+    def __init__(self, redox_ci: list[str], **kwargs):
+        # warnOnWarnings: the step's WARNINGS is the job's (Buildbot's default ignores it).
+        super().__init__(redox_ci, verb_args=build_args, name="build", warnOnWarnings=True, **kwargs)
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        tests = data.get("tests")
+        if tests:
+            for key in ("passed", "failed", "ignored", "suites"):
+                self.setProperty(f"tests_{key}", tests[key], "BuildJob")
+        self.setProperty("out_paths", data.get("outputs", []), "BuildJob")
+        self.setProperty("build_status", data["status"], "BuildJob")
+        prefix = "doCheck turned on by redox-ci; " if data.get("checks_forced") else ""
+        first = (data.get("reason") or data["status"]).splitlines()[0]
+        aliases = self.getProperty("aliases") or []
+        tail = f" (also {', '.join(aliases)})" if aliases else ""
+        if emulated(self):
+            tail += f"; built by emulation on {self.getProperty('worker_host') or 'this worker'}"
+        self._summary = one_line(f"{data['attr']}: {prefix}{first}{tail}")
+        if data["status"] != "success":
+            await self.addCompleteLog("failure", data.get("reason", ""))
+            return FAILURE
+        if data.get("warnings"):
+            await self.addCompleteLog("warnings", "\n".join(data["warnings"]))
+            return WARNINGS
+        return SUCCESS
+
+
+def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
+    f = util.BuildFactory()
+    f.addStep(BuildJob(loaded.settings.workers.command))
+    for step in cache.job_steps(loaded, secrets):
+        f.addStep(step)
+    return f
+
+
+def stage_steps(loaded: LoadedSettings) -> list[TriggerStage]:
+    """The plan builder's steps that start each stage's jobs."""
+    table = stage_builders(loaded)
+    return [TriggerStage(stage, {b.system: b.name for b in table if b.stage == stage})
+            for stage in [*loaded.settings.plan.stages, OTHER_STAGE]]
+
+
+def builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfig]:
+    return [util.BuilderConfig(name=b.name, workernames=b.workers, nextWorker=prefer_native(b.native),
+                               factory=job_factory(loaded, secrets), tags=[b.system, b.stage])
+            for b in stage_builders(loaded)]
+
+
+def schedulers(loaded: LoadedSettings) -> list:
+    return [redox_schedulers.triggerable(b.name, b.name) for b in stage_builders(loaded)]

@@ -1,0 +1,233 @@
+"""The pipeline of a commit: ``redox/plan`` evaluates the flake once, then starts its jobs
+stage by stage; jobs that are not built get a visible result from ``redox/report``.
+
+This slice owns the plan and report builders, the schedulers that start a plan (commits,
+the force form) and the canceller of superseded commits. What a stage starts comes from
+the other slices (``jobs.stage_steps``, ``boot.stage_steps``) as Trigger steps built on
+``TriggerStage``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from buildbot.plugins import steps, util
+from buildbot.process import buildstep
+from buildbot.process.build import Build
+from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+
+from ..plan import Job, JobStatus, Plan
+from ..plan_cli import plan_command_line
+from . import schedulers as redox_schedulers
+from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, one_line, settings_download
+from .cache import cache_env
+from .superseded import superseded_canceller
+from .workers import slot_names
+
+if TYPE_CHECKING:
+    from ..config import LoadedSettings, Settings
+    from ..secrets_file import Secrets
+
+PLAN_BUILDER = "redox/plan"
+REPORT_BUILDER = "redox/report"
+
+
+@util.renderer
+def plan_args(props):
+    systems = props.getProperty("systems")
+    return plan_command_line(props.getProperty("flake_ref"), settings=WORKER_SETTINGS,
+                             systems=(systems if isinstance(systems, list) else [systems]) if systems else None,
+                             attrs=(props.getProperty("attrs") or "").split() or None)
+
+
+class PlanStep(RedoxCiStep):
+    """Evaluate the flake once; the plan (``Plan.to_json``) becomes the ``plan`` property."""
+
+    async def interpret(self, data: dict, rc: int) -> int:
+        plan = Plan.from_json(data)
+        summary = plan.summary()
+        self.setProperty("plan", plan.to_json(), "PlanStep")
+        await self.addCompleteLog("plan", "\n".join(
+            f"{j.status:8} {j.stage:16} {j.system:14} {j.name.split('.', 1)[1]}"
+            + (f" (also {', '.join(j.aliases)})" if j.aliases else "")
+            + (f"  - {j.reason}" if j.reason else "") for j in plan.jobs))
+        if plan.ignored:
+            await self.addCompleteLog("not built", "\n".join(
+                f"{i.system:14} {i.attr}: {i.reason}" for i in plan.ignored))
+        self._summary = "plan: " + ", ".join(f"{n} {s}" for s, n in summary.items() if n)
+        return WARNINGS if summary[JobStatus.FAILED] else SUCCESS
+
+
+def planned(step: buildstep.BuildStep) -> Plan:
+    """The ``plan`` property PlanStep set (an empty plan before it)."""
+    data = step.getProperty("plan")
+    return Plan.from_json(data) if data else Plan("", [])
+
+
+@dataclass(frozen=True)
+class StageJob:
+    """A job as a stage step starts it.
+
+    ``route`` picks its scheduler (its system; ``<system>/<vmm>`` for a boot),
+    ``no_worker`` is the reason it is skipped when no worker takes that route, and
+    ``extra`` holds more properties for its build.
+    """
+
+    job: Job
+    route: str
+    no_worker: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, job: Job) -> StageJob:
+        return cls(job, job.system, f"no worker builds {job.system}, natively or by emulation "
+                                    "(a worker's systems or emulated_systems)")
+
+
+def job_properties(job: Job, flake: str, extra: dict[str, Any] | None = None) -> dict:
+    return {
+        "attr": job.attr, "system": job.system, "stage": job.stage, "drv": job.drv or "",
+        "checks": job.checks, "checks_forced": job.checks_forced, "checks_unavailable": job.checks_unavailable,
+        "output": job.output, "aliases": list(job.aliases),
+        "outputs": list(job.outputs), "job_status": job.status.value, "job_reason": job.reason,
+        "flake": flake,
+        # Each attribute shows as a builder of its own in the web UI, with its own history.
+        "virtual_builder_name": job.name,
+        "virtual_builder_tags": [job.system, job.stage],
+        **(extra or {}),
+    }
+
+
+class TriggerStage(steps.Trigger):
+    """Start one build per job of a stage, on the builder of its system and stage.
+
+    Jobs that will not be built (skipped, failed to evaluate, or for a system no
+    worker builds) go to the report builder, so every job has a visible result with
+    its reason. Cached jobs cost no build at all: the step counts them and lists them
+    in its "cached" log, so a commit whose outputs are all cached costs little more
+    than its evaluation.
+    """
+
+    def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str = REPORT_BUILDER,
+                 **kwargs):
+        self.stage = stage
+        # A job's route (StageJob.route) -> scheduler name.
+        self.job_schedulers = job_schedulers
+        self.report_scheduler = report_scheduler
+        names = sorted(set(job_schedulers.values()) | {report_scheduler})
+        super().__init__(name=f"stage {stage}", schedulerNames=names, waitForFinish=True,
+                         haltOnFailure=False, flunkOnFailure=True,
+                         doStepIf=lambda step: bool(step.stage_jobs()),
+                         hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
+
+    def stage_jobs(self) -> list[StageJob]:
+        return [StageJob.of(j) for j in planned(self).jobs if j.stage == self.stage]
+
+    def cached_jobs(self) -> list[Job]:
+        return [s.job for s in self.stage_jobs() if s.job.status == JobStatus.CACHED]
+
+    async def run(self):
+        cached = self.cached_jobs()
+        if cached:
+            await self.addCompleteLog("cached", "\n".join(j.name for j in cached))
+        return await super().run()
+
+    def getSchedulersAndProperties(self):
+        flake = self.getProperty("flake_ref") or ""
+        out = []
+        for s in self.stage_jobs():
+            job = s.job
+            if job.status == JobStatus.CACHED:
+                continue
+            sched = self.job_schedulers.get(s.route)
+            if job.status == JobStatus.BUILD and sched is None:
+                job = replace(job, status=JobStatus.SKIPPED, reason=s.no_worker)
+            if job.status != JobStatus.BUILD:
+                sched = self.report_scheduler
+            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake, s.extra),
+                        "unimportant": False})
+        return out
+
+    def getCurrentSummary(self):
+        cached = len(self.cached_jobs())
+        tail = f", {cached} cached" if cached else ""
+        if not self.triggeredNames:
+            return {"step": f"{self.stage}: {cached} cached" if cached else f"{self.stage}: starting"}
+        counts = ", ".join(f"{self._result_list.count(r)} {statusToString(r, self._result_list.count(r))}"
+                           for r in ALL_RESULTS if self._result_list.count(r))
+        return {"step": f"{self.stage}: {len(self.brids)} jobs" + (f", {counts}" if counts else "") + tail}
+
+    def getResultSummary(self):
+        if not self.triggeredNames and self.cached_jobs():
+            return self.getCurrentSummary()
+        return super().getResultSummary()
+
+
+class ReportJob(buildstep.BuildStep):
+    """The result of a job that is not built: skipped, or failed to evaluate."""
+
+    name = "report"
+
+    async def run(self):
+        status = self.getProperty("job_status")
+        reason = self.getProperty("job_reason")
+        self._summary = one_line(f"{self.getProperty('attr')}: {reason}")
+        if status == JobStatus.SKIPPED:
+            # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
+            self.build.results = SKIPPED
+            return SKIPPED
+        return FAILURE
+
+    def getResultSummary(self):
+        return {"step": self._summary, "build": self._summary}
+
+
+class ReportBuild(Build):
+    """Says "skipped" for a SKIPPED build; Buildbot would say "build successful"."""
+
+    def allStepsDone(self):
+        if self.results == SKIPPED and self.stopped_reason is None:
+            return self.buildFinished(["skipped:", *self.text], self.results)
+        return super().allStepsDone()
+
+
+def report_factory() -> util.BuildFactory:
+    f = util.BuildFactory()
+    f.buildClass = ReportBuild
+    f.addStep(ReportJob())
+    return f
+
+
+def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage]) -> util.BuildFactory:
+    settings = loaded.settings
+    f = util.BuildFactory()
+    f.addStep(ResolveFlake(settings.flake.repo))
+    f.addStep(settings_download(loaded))
+    f.addStep(PlanStep(settings.workers.command, plan_args, name="plan", haltOnFailure=True,
+                       env=cache_env(secrets)))
+    for step in stage_steps:
+        f.addStep(step)
+    return f
+
+
+def builders(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage]) -> list[util.BuilderConfig]:
+    """The plan builder, whose stages are ``stage_steps``, and the report builder."""
+    all_workers = [slot for w in loaded.workers for slot in slot_names(w)]
+    return [
+        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers,
+                           factory=plan_factory(loaded, secrets, stage_steps), tags=["plan"]),
+        util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers, factory=report_factory(),
+                           tags=["report"]),
+    ]
+
+
+def schedulers(settings: Settings) -> list:
+    return [redox_schedulers.commit_scheduler(settings, PLAN_BUILDER),
+            redox_schedulers.force_scheduler(settings, PLAN_BUILDER),
+            redox_schedulers.triggerable(REPORT_BUILDER, REPORT_BUILDER)]
+
+
+def services() -> list:
+    # A new commit on a branch cancels the older commit's pipeline (forced builds never).
+    return [superseded_canceller(PLAN_BUILDER, redox_schedulers.PLAN_SCHEDULER)]
