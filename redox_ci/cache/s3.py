@@ -38,6 +38,12 @@ READ_TIMEOUT = 60
 # Parts of one multipart NAR uploaded at once; the file pool multiplies this, so keep it
 # small (8 files x 4 parts = 32 connections at the default upload_parallelism).
 PART_CONCURRENCY = 4
+# Narinfo lookups at once (HEAD requests, one per output of a plan: about 760 for the
+# real flake's two systems). A HEAD carries no body, so a lookup is one round trip and
+# more at once pays until the client's connection pool is full: it holds
+# upload_parallelism x PART_CONCURRENCY connections (32 by default), and a thread beyond
+# it would only wait for a connection (urllib3 warns "Connection pool is full").
+LOOKUP_PARALLELISM = 32
 CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "ExpiredToken",
     "InvalidToken", "AuthorizationHeaderMalformed", "UnrecognizedClientException",
@@ -157,10 +163,15 @@ def read_object(client, settings: CacheSettings, key: str) -> bytes | None:
 
 
 def existing_keys(client, settings: CacheSettings, keys: Iterable[str]) -> set[str]:
-    """Which of ``keys`` exist, asked in parallel with HEAD requests (no object is read)."""
+    """Which of ``keys`` exist, asked in parallel with HEAD requests (no object is read);
+    the first lookup that fails for another reason than "no such key" raises its error."""
     keys = list(keys)
     return {k for k, found in zip(keys, run_parallel(lambda k: key_exists(client, settings, k),
-                                                     keys, settings.upload_parallelism)) if found}
+                                                     keys, lookup_parallelism(settings))) if found}
+
+
+def lookup_parallelism(settings: CacheSettings) -> int:
+    return min(LOOKUP_PARALLELISM, connection_pool_size(settings))
 
 
 def run_parallel(fn: Callable, items: list, parallelism: int) -> list:
