@@ -10,7 +10,8 @@ from ..config import LoadedSettings
 from ..errors import ConfigError
 from ..secrets_file import load_secrets
 from ..settings_file import load
-from . import boot, jobs, pipeline, repro, www
+from . import boot, github_status, jobs, metrics, pipeline, repro, www
+from .commits_app import commits_plugin
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
 from .schedulers import poller
@@ -46,10 +47,13 @@ def build_config(loaded: LoadedSettings) -> dict:
             *boot.schedulers(loaded),
             *repro.schedulers(loaded),
         ],
-        "services": pipeline.services(),
+        "services": [*pipeline.services(),
+                     *github_status.services(loaded, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
+                     *metrics.services(loaded)],
         "www": www.www_config(settings, secrets.users,
                               dashboard_plugin(settings.cache, settings.www.url, secrets.cache_credentials())),
     }
+    c["www"]["plugins"]["wsgi_dashboards"].append(commits_plugin(settings, secrets.cache_credentials()))
     return c
 
 
