@@ -11,18 +11,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buildbot.plugins import util
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 
 from ..plan import OTHER_STAGE
 from ..plan_cli import build_command_line
 from . import cache
 from . import schedulers as redox_schedulers
 from .base import RedoxCiStep, one_line
+from .known import CheckKnownFailure, RememberOutcome
 from .pipeline import TriggerStage
+from .retries import capped_build
 from .workers import names_for, prefer_native
 
 if TYPE_CHECKING:
-    from ..config import LoadedSettings
+    from ..config import LoadedSettings, Settings
     from ..secrets_file import Secrets
 
 
@@ -52,13 +54,26 @@ def emulated(props) -> bool:
     return props.getProperty("system") in (props.getProperty("worker_emulated_systems") or [])
 
 
-@util.renderer
-def build_args(props):
-    return build_command_line(
-        props.getProperty("drv"), attr=props.getProperty("attr"), system=props.getProperty("system"),
-        checks=bool(props.getProperty("checks")), checks_forced=bool(props.getProperty("checks_forced")),
-        checks_unavailable=bool(props.getProperty("checks_unavailable")),
-        output=props.getProperty("output") or "packages", flake=props.getProperty("flake") or None)
+def keeps_outputs(props, default_branch: str) -> bool:
+    """Whether a job's outputs get garbage-collection roots: a commit's build on the default
+    branch (the first of [flake].branches), never another branch's or a forced one."""
+    return (props.getProperty("plan_scheduler") == redox_schedulers.PLAN_SCHEDULER
+            and props.getProperty("branch") == default_branch)
+
+
+def build_args(settings: Settings):
+    workers = settings.workers
+
+    @util.renderer
+    def render(props):
+        return build_command_line(
+            props.getProperty("drv"), attr=props.getProperty("attr"), system=props.getProperty("system"),
+            checks=bool(props.getProperty("checks")), checks_forced=bool(props.getProperty("checks_forced")),
+            checks_unavailable=bool(props.getProperty("checks_unavailable")),
+            output=props.getProperty("output") or "packages", flake=props.getProperty("flake") or None,
+            min_free_gib=workers.min_free_gib, disk_path=workers.disk_path,
+            gc_roots=workers.gc_roots if keeps_outputs(props, settings.flake.branches[0]) else None)
+    return render
 
 
 class BuildJob(RedoxCiStep):
@@ -68,9 +83,10 @@ class BuildJob(RedoxCiStep):
     turned on); the summary names the aliases built with it and an emulated build.
     """
 
-    def __init__(self, redox_ci: list[str], **kwargs):
+    def __init__(self, settings: Settings, **kwargs):
         # warnOnWarnings: the step's WARNINGS is the job's (Buildbot's default ignores it).
-        super().__init__(redox_ci, verb_args=build_args, name="build", warnOnWarnings=True, **kwargs)
+        super().__init__(settings.workers.command, verb_args=build_args(settings), name="build",
+                         warnOnWarnings=True, **kwargs)
 
     async def interpret(self, data: dict, rc: int) -> int:
         tests = data.get("tests")
@@ -85,6 +101,13 @@ class BuildJob(RedoxCiStep):
         tail = f" (also {', '.join(aliases)})" if aliases else ""
         if emulated(self):
             tail += f"; built by emulation on {self.getProperty('worker_host') or 'this worker'}"
+        if data["status"] == "not-built":
+            # The worker's trouble (too little disk), not the job's: Buildbot's EXCEPTION,
+            # shown apart from failures. Not RETRY: Buildbot would queue it again at once,
+            # on the same worker when it is the only one, without end.
+            self._summary = one_line(f"{data['attr']}: not built: {first}")
+            await self.addCompleteLog("not built", data.get("reason", ""))
+            return EXCEPTION
         self._summary = one_line(f"{data['attr']}: {prefix}{first}{tail}")
         if data["status"] != "success":
             await self.addCompleteLog("failure", data.get("reason", ""))
@@ -97,9 +120,12 @@ class BuildJob(RedoxCiStep):
 
 def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
-    f.addStep(BuildJob(loaded.settings.workers.command))
+    f.buildClass = capped_build(loaded.settings.jobs.retries)
+    f.addStep(CheckKnownFailure(loaded.settings.jobs.known_failure_days))
+    f.addStep(BuildJob(loaded.settings))
     for step in cache.job_steps(loaded, secrets):
         f.addStep(step)
+    f.addStep(RememberOutcome())
     return f
 
 

@@ -22,6 +22,8 @@ from ..plan_cli import plan_command_line
 from . import schedulers as redox_schedulers
 from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, one_line, settings_download
 from .cache import cache_env
+from .restart import restart_cleanup
+from .retries import PLAN_RETRIES, capped_build
 from .superseded import superseded_canceller
 from .workers import slot_names
 
@@ -145,7 +147,9 @@ class TriggerStage(steps.Trigger):
                 job = replace(job, status=JobStatus.SKIPPED, reason=s.no_worker)
             if job.status != JobStatus.BUILD:
                 sched = self.report_scheduler
-            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake, s.extra),
+            # Which scheduler started the plan: only the commits' keep their outputs (jobs.build_args).
+            extra = {**s.extra, "plan_scheduler": self.getProperty("scheduler")}
+            out.append({"sched_name": sched, "props_to_set": job_properties(job, flake, extra),
                         "unimportant": False})
         return out
 
@@ -202,6 +206,7 @@ def report_factory() -> util.BuildFactory:
 def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage]) -> util.BuildFactory:
     settings = loaded.settings
     f = util.BuildFactory()
+    f.buildClass = capped_build(PLAN_RETRIES)
     f.addStep(ResolveFlake(settings.flake.repo))
     f.addStep(settings_download(loaded))
     f.addStep(PlanStep(settings.workers.command, plan_args, name="plan", haltOnFailure=True,
@@ -230,4 +235,6 @@ def schedulers(settings: Settings) -> list:
 
 def services() -> list:
     # A new commit on a branch cancels the older commit's pipeline (forced builds never).
-    return [superseded_canceller(PLAN_BUILDER, redox_schedulers.PLAN_SCHEDULER)]
+    # After a master restart: the interrupted plan's orphaned requests cancelled, the plan run once more.
+    return [superseded_canceller(PLAN_BUILDER, redox_schedulers.PLAN_SCHEDULER),
+            restart_cleanup(PLAN_BUILDER, PLAN_RETRIES)]
