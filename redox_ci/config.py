@@ -231,7 +231,8 @@ class CacheSettings(_Section):
     prefix: str = ""
     # "name:base64" as `nix key convert-secret-to-public` prints it.
     public_key: str = ""
-    # The file `nix key generate-secret` wrote; relative to the settings file.
+    # The file `nix key generate-secret` wrote, on every worker; relative to the settings
+    # file. Without it the key comes from the master: the secrets file's cache_signing_key.
     secret_key_file: str | None = None
     # Parallel uploads; S3 handles far more, a worker's uplink usually does not.
     upload_parallelism: int = Field(default=8, ge=1, le=64)
@@ -251,8 +252,6 @@ class CacheSettings(_Section):
     def _needs_bucket(self) -> CacheSettings:
         if self.enabled and not self.bucket:
             raise ValueError("cache is enabled but [cache].bucket is empty")
-        if self.enabled and not self.secret_key_file:
-            raise ValueError("cache is enabled but [cache].secret_key_file is not set")
         return self
 
 

@@ -45,8 +45,9 @@ class CacheWiring:
     credentials: dict[str, str]
 
     def settings(self) -> dict:
+        # The signing key is in the secrets file, handed to each push by the master.
         return {"enabled": True, "bucket": self.bucket, "endpoint_url": self.endpoint_url,
-                "public_key": self.public_key, "secret_key_file": str(self.secret_key_file),
+                "public_key": self.public_key,
                 # Served straight over HTTP to Nix, so objects are world-readable.
                 "public_read": True}
 
@@ -161,6 +162,7 @@ def secrets_text(admin_password: str, worker: tuple[str, str] | None = None,
         data["workers"] = {worker[0]: worker[1]}
     if cache:
         data["cache"] = dict(cache.credentials)
+        data["cache_signing_key"] = cache.secret_key_file.read_text()
     return tomli_w.dumps(data)
 
 

@@ -18,6 +18,14 @@ from .errors import ConfigError
 from .settings_file import error_lines, read_toml
 
 
+# The util.Secret name of the GitHub status token.
+GITHUB_STATUS_TOKEN = "github-status-token"
+
+
+# The util.Secret name of the cache's signing key.
+CACHE_SIGNING_KEY = "cache-signing-key"
+
+
 class _Secret(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=True)
 
@@ -38,7 +46,14 @@ class Secrets(_Secret):
     # Passwords of remote workers: name = "password".
     workers: dict[str, str] = Field(default={}, repr=False)
     github_webhook_secret: str | None = Field(default=None, repr=False)
+    # A token that may write commit statuses ([github_status]); GitHub's fine-grained
+    # "Commit statuses: write" permission is enough.
+    github_status_token: str | None = Field(default=None, repr=False)
     cache: CacheCredentials = CacheCredentials()
+    # The binary cache's signing key, the text of the file `nix key generate-secret` writes
+    # (it may be wrapped over several lines). The master hands it to each push as a file of
+    # mode 0600 in the build directory, removed after the push (master/cache.py).
+    cache_signing_key: str | None = Field(default=None, repr=False)
 
     @property
     def values(self) -> dict[str, str]:
@@ -47,6 +62,10 @@ class Secrets(_Secret):
         values.update({f"cache-{k}": v for k, v in (self.cache_credentials() or {}).items()})
         if self.github_webhook_secret:
             values["github-webhook-secret"] = self.github_webhook_secret
+        if self.cache_signing_key:
+            values[CACHE_SIGNING_KEY] = self.cache_signing_key
+        if self.github_status_token:
+            values[GITHUB_STATUS_TOKEN] = self.github_status_token
         return values
 
     def get(self, name: str) -> str | None:
@@ -83,6 +102,13 @@ def _missing(secrets: Secrets, loaded: LoadedSettings, broken: set) -> list[str]
     if "github_webhook_secret" not in broken and loaded.settings.www.github_webhook \
             and not secrets.github_webhook_secret:
         out.append("github_webhook_secret: missing, and [www].github_webhook is on")
+    if "github_status_token" not in broken and loaded.settings.github_status.enabled \
+            and not secrets.github_status_token:
+        out.append("github_status_token: missing, and [github_status] is enabled")
+    cache = loaded.settings.cache
+    if "cache_signing_key" not in broken and cache.enabled and not cache.secret_key_file \
+            and not secrets.cache_signing_key:
+        out.append("cache_signing_key: missing, and [cache] is enabled without a secret_key_file on the workers")
     if "users" not in broken and not secrets.users:
         out.append('users: no users; add [users] name = "password" to allow forcing builds')
     return out

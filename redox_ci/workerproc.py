@@ -3,9 +3,10 @@ run as the unprivileged worker user when root starts them.
 
 That is how a worker host runs them (``workers/redox-ci-worker.service``, ``User=redox-ci``):
 the worker builds through the Nix daemon, which trusts that user to sign paths for the
-binary cache, and nothing a build step runs is root. The user reaches the flake repository,
-the state directory and the cache's signing key only because this module opens them to it;
-started by anyone else, the workers run as that user.
+binary cache, and nothing a build step runs is root. The user reaches the flake repository
+and the state directory only because this module opens them to it (the cache's signing key
+comes from the master, a file of its own for each push); started by anyone else, the
+workers run as that user.
 """
 
 from __future__ import annotations
@@ -102,10 +103,6 @@ def create_workers(setup: LocalSetup, password: str) -> WorkerProcesses:
         open_to_others(base)
         for p in (base, home, home / ".gitconfig"):
             shutil.chown(p, account.pw_uid, account.pw_gid)
-        if setup.cache:
-            # On a worker host the signing key belongs to the worker user, mode 0600.
-            shutil.chown(setup.cache.secret_key_file, account.pw_uid, account.pw_gid)
-            open_to_others(setup.cache.secret_key_file.parent)
     procs = WorkerProcesses([], home, env, as_user)
     for name in slot_names(WorkerSpec(name=setup.worker_name, max_builds=setup.max_builds)):
         wdir = base / name

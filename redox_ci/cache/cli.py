@@ -53,6 +53,7 @@ def human_push(r: dict) -> str:
         f"(staging {r['stage_seconds']:.1f} s, upload {r['upload_seconds']:.1f} s)",
         f"substituter: {r['substituter']}",
         f"trusted public key: {r['public_key']}",
+        f"signed with the key file {r['signing_key_file']} (mode {r['signing_key_mode']})",
     ]
     return "\n".join(lines + [f"  pushed {p}" for p in r["pushed"]])
 

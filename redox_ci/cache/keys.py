@@ -30,11 +30,16 @@ class SigningKey:
     path: Path
     name: str
     public_key: str
+    # The file's permission bits (0o600 as the master's step writes it), said in the push's
+    # result so that a log shows how the key lay on disk, never what it holds.
+    mode: int = 0o600
 
 
 def parse_secret_key(text: str) -> tuple[str, bytes]:
     """(name, raw key) from a secret key file's text; ValueError without quoting the text."""
     name, sep, b64 = text.strip().partition(":")
+    # Nix's base64 decoder skips newlines, so a key may be wrapped over several lines.
+    b64 = b64.replace("\n", "")
     if not sep or not KEY_NAME_RE.match(name):
         raise ValueError("not a Nix secret key (expected 'name:base64')")
     try:
@@ -66,7 +71,8 @@ def read_signing_key(path: str | os.PathLike) -> SigningKey:
         name, raw = parse_secret_key(text)
     except ValueError as e:
         raise SigningKeyError(f"signing key {p}: {e}") from None
-    return SigningKey(path=p.resolve(), name=name, public_key=public_key_of(name, raw))
+    return SigningKey(path=p.resolve(), name=name, public_key=public_key_of(name, raw),
+                      mode=p.stat().st_mode & 0o777)
 
 
 def generate_keypair(name: str, out_dir: str | os.PathLike) -> tuple[Path, Path, str]:

@@ -40,6 +40,9 @@ class PushResult:
     upload_seconds: float = 0.0
     public_key: str = ""
     substituter: str = ""
+    # The key file used: its path and mode ("0600"), never its content.
+    signing_key_file: str = ""
+    signing_key_mode: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -127,7 +130,8 @@ def push(settings: CacheSettings, store_paths: list[str], credentials: dict | No
     infos = closure(store_paths)
     client = s3.make_client(settings, credentials)
     s3.check_bucket(client, settings)
-    result = PushResult(bucket=settings.bucket, public_key=key.public_key, substituter=substituter_url(settings))
+    result = PushResult(bucket=settings.bucket, public_key=key.public_key, substituter=substituter_url(settings),
+                        signing_key_file=str(key_file), signing_key_mode=f"{key.mode:04o}")
 
     keys = {narinfo_key(settings.prefix, p): p for p in infos}
     present = {keys[k] for k in s3.existing_keys(client, settings, keys)}

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from buildbot.plugins import util
+from buildbot.steps.download_secret_to_worker import DownloadSecretsToWorker, RemoveWorkerFileSecret
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 
 from ..cache.cli import push_command_line
+from ..secrets_file import CACHE_SIGNING_KEY
 from .base import WORKER_SETTINGS, RedoxCiStep, settings_download
 
 if TYPE_CHECKING:
@@ -28,9 +30,24 @@ def cache_env(secrets: Secrets) -> dict:
             for k in secrets.values if k.startswith("cache-aws_")}
 
 
-@util.renderer
-def push_args(props):
-    return push_command_line(props.getProperty("out_paths"), settings=WORKER_SETTINGS)
+# The signing key's file in the build directory, while a push runs.
+KEY_FILE = "redox-ci-cache-signing-key"
+
+
+def worker_key_path(props) -> str:
+    """The key file's absolute path on the worker (Buildbot's rmfile wants one)."""
+    return f"{props.getProperty('builddir')}/build/{KEY_FILE}"
+
+
+key_path = util.renderer(worker_key_path)
+
+
+def push_args(key_from_master: bool):
+    @util.renderer
+    def render(props):
+        key = worker_key_path(props) if key_from_master else None
+        return push_command_line(props.getProperty("out_paths"), settings=WORKER_SETTINGS, signing_key=key)
+    return render
 
 
 def job_succeeded(step) -> bool:
@@ -44,8 +61,8 @@ class CachePush(RedoxCiStep):
     failing tests would never be seen again.
     """
 
-    def __init__(self, redox_ci: list[str], **kwargs):
-        super().__init__(redox_ci, verb_args=push_args, name="cache push", doStepIf=job_succeeded,
+    def __init__(self, redox_ci: list[str], key_from_master: bool = False, **kwargs):
+        super().__init__(redox_ci, verb_args=push_args(key_from_master), name="cache push", doStepIf=job_succeeded,
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
     async def interpret(self, data: dict, rc: int) -> int:
@@ -61,5 +78,19 @@ def job_steps(loaded: LoadedSettings, secrets: Secrets) -> list:
     """The steps a job build runs after its build, when the cache is on."""
     if not loaded.settings.cache.enabled:
         return []
-    return [settings_download(loaded, doStepIf=job_succeeded),
-            CachePush(loaded.settings.workers.command, env=cache_env(secrets))]
+    push = CachePush(loaded.settings.workers.command, key_from_master=bool(secrets.cache_signing_key),
+                     env=cache_env(secrets))
+    if not secrets.cache_signing_key:  # the workers hold [cache].secret_key_file
+        return [settings_download(loaded, doStepIf=job_succeeded), push]
+    return [settings_download(loaded, doStepIf=job_succeeded), *key_steps(push)]
+
+
+def key_steps(push: CachePush) -> list:
+    """The signing key as a file of mode 0600 (never argv, environment or a log) for the
+    push, removed after it whatever the push's result: Buildbot's own secret steps."""
+    key = [(key_path, util.Secret(CACHE_SIGNING_KEY))]
+    hide = {"hideStepIf": lambda results, step: results in (SUCCESS, SKIPPED)}
+    return [DownloadSecretsToWorker(key, name="signing key to worker", doStepIf=job_succeeded, **hide),
+            push,
+            RemoveWorkerFileSecret(key, name="remove signing key", doStepIf=job_succeeded, alwaysRun=True,
+                                         **hide)]

@@ -1,0 +1,126 @@
+"""Multi-line secrets (issue 11, item 6): the cache's signing key, wrapped over several lines
+(Nix's key reader skips newlines), lives in the master's secrets file and reaches the worker
+only as a file of mode 0600 in the build directory, for the push, removed after it.
+
+A real master, a real worker process (the worker user), moto's S3 server over HTTP and a
+real push of a package no earlier run built. Then every line of the key (each at least 8
+characters) is looked for in every log of every build (REST API), in the REST API's
+properties of every build, and in the raw bytes of the master's SQLite database; the key
+file is gone from the worker's build directories, and the push's log said it was mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from pathlib import Path
+
+import pytest
+from buildbot.process.results import SUCCESS
+
+from redox_ci.cache.keys import generate_keypair
+from redox_ci.cache.localserver import LocalS3Server
+from redox_ci.local import CacheWiring
+from redox_ci.master.cache import KEY_FILE
+from tests.master_support import running_master
+
+pytestmark = pytest.mark.e2e
+
+# Short lines, so that the key's 88 base64 characters make several lines to look for.
+WRAP = 24
+# A line shorter than this could turn up by chance (a hash, a word).
+MIN_LINE = 8
+JOB = "x86_64-linux.fstools"
+
+
+def wrapped(text: str) -> str:
+    name, b64 = text.strip().split(":", 1)
+    lines = [f"{name}:{b64[:WRAP]}"] + [b64[i:i + WRAP] for i in range(WRAP, len(b64), WRAP)]
+    return "\n".join(lines) + "\n"
+
+
+def fresh_fstools(text: str) -> str:
+    old = 'fstools = simple "fstools" [ ];'
+    assert old in text
+    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "echo {uuid.uuid4().hex}"; }};')
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> tuple[Path, str]:
+    secret, _, public = generate_keypair(f"redox-ci-multiline-{secrets.token_hex(3)}", tmp_path_factory.mktemp("keys"))
+    secret.write_text(wrapped(secret.read_text()))
+    return secret, public
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory, s3, key):
+    key_file, public_key = key
+    credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+                   "aws_secret_access_key": secrets.token_urlsafe(30)}
+    wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
+    yield from running_master(tmp_path_factory, "multiline-secret", fresh_fstools,
+                              cache=wiring, systems=["x86_64-linux"], worker_kind="remote")
+
+
+@pytest.fixture(scope="module")
+def pushed(master):
+    build = master.forced_build(master.force(attrs="fstools", systems=["x86_64-linux"]))
+    return build, master.jobs(build["buildid"])[JOB]
+
+
+def key_lines(key_file: Path) -> list[str]:
+    lines = [l for l in key_file.read_text().splitlines() if len(l) >= MIN_LINE]
+    assert len(lines) >= 4, "the key is really multi-line"
+    return lines
+
+
+def all_builds(master) -> list[dict]:
+    return master.api("builds", property="*")["builds"]
+
+
+def test_multiline_secret_signs_the_push(master, key, pushed):
+    _, job = pushed
+    assert job["results"] == SUCCESS, job["state_string"]
+    push = master.step(job["buildid"], "cache push")
+    assert push["results"] == SUCCESS and "pushed 1 paths" in push["state_string"], push["state_string"]
+    stdio = master.step_logs(job["buildid"], "cache push")["stdio"]
+    # Nix signed with the wrapped key: the public key derived from it is ours.
+    assert f"trusted public key: {key[1]}" in stdio
+    # The file as the push found it: mode 0600 (the content is never printed).
+    assert f"/build/{KEY_FILE} (mode 0600)" in stdio, stdio
+
+
+def test_multiline_secret_file_removed_after_the_push(master, pushed):
+    _, job = pushed
+    names = [s["name"] for s in master.steps(job["buildid"])]
+    assert names.index("signing key to worker") < names.index("cache push") < names.index("remove signing key")
+    assert master.step(job["buildid"], "remove signing key")["results"] == SUCCESS
+    build_dirs = list((master.setup.state / "workers").glob("*/*/build"))
+    assert build_dirs, "the worker's build directories are where the test looks"
+    assert not [p for d in build_dirs for p in d.iterdir() if p.name == KEY_FILE]
+
+
+def test_multiline_secret_not_in_logs_properties_or_database(master, key, pushed):
+    lines = key_lines(key[0])
+    builds = all_builds(master)
+    assert len(builds) >= 2
+    texts = []
+    for b in builds:
+        for step in master.steps(b["buildid"]):
+            for log in master.api(f"steps/{step['stepid']}/logs")["logs"]:
+                texts.append(master.session.get(master.url + f"api/v2/logs/{log['logid']}/raw", timeout=30).text)
+    assert any("cache push" in t or "pushed" in t for t in texts), "the push's logs were read"
+    properties = json.dumps([b["properties"] for b in builds])
+    database = b"".join(p.read_bytes() for p in master.setup.master_dir.glob("state.sqlite*"))
+    assert len(database) > 0
+    for line in lines:
+        assert not any(line in t for t in texts), "a line of the key is in a log"
+        assert line not in properties, "a line of the key is in the REST API's properties"
+        assert line.encode() not in database, "a line of the key is in the database"
