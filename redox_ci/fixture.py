@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -168,8 +169,10 @@ def _has_interpreter(elf: bytes) -> bool:
     return any(struct.unpack_from("<I", elf, phoff + i * phentsize)[0] == PT_INTERP for i in range(phnum))
 
 
-def bootstub(arch: str = "x86_64", scenario: str = "pass", source: Path = REDOX_FIXTURE / BOOTSTUB_DIR) -> bytes:
-    """The UEFI boot stub built from ``source`` (stub.c, build.sh) with the host's clang and lld.
+def bootstub(arch: str = "x86_64", scenario: str = "pass", source: Path = REDOX_FIXTURE / BOOTSTUB_DIR,
+             delay_us: int = 0) -> bytes:
+    """The UEFI boot stub built from ``source`` (stub.c, build.sh) with the host's clang and lld;
+    ``delay_us`` microseconds more before Boot Complete.
 
     Built once per process and content of ``source``: the tests make dozens of fixture
     repositories.
@@ -177,18 +180,36 @@ def bootstub(arch: str = "x86_64", scenario: str = "pass", source: Path = REDOX_
     digest = hashlib.sha256()
     for f in sorted(p for p in source.iterdir() if p.is_file()):
         digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return _build_bootstub(arch, scenario, source, digest.hexdigest())
+    return _build_bootstub(arch, scenario, source, digest.hexdigest(), delay_us)
+
+
+def slow_boot(repo: Path, delay_us: int) -> None:
+    """Make a fixture repository's disk images boot ``delay_us`` microseconds slower (uncommitted)."""
+    (repo / BOOTSTUB_DIR / BOOTSTUB_SCENARIOS["pass"]).write_bytes(bootstub(delay_us=delay_us))
+
+
+def set_host_tool_tests(repo: Path, tool: str, count: int) -> None:
+    """Set how many tests a host tool of a fixture repository runs (uncommitted).
+
+    The counts are the fixture flake's import-from-derivation file (``cargo-tests.nix``).
+    """
+    flake = repo / "flake.nix"
+    text = flake.read_text()
+    new, n = re.subn(rf"\b{re.escape(tool)} = \d+;", f"{tool} = {count};", text, count=1)
+    if n != 1:
+        raise FixtureError(f"{flake}: no test count of host tool {tool!r}")
+    flake.write_text(new)
 
 
 @functools.cache
-def _build_bootstub(arch: str, scenario: str, source: Path, digest: str) -> bytes:
+def _build_bootstub(arch: str, scenario: str, source: Path, digest: str, delay_us: int = 0) -> bytes:
     missing = [t for t in ("clang", "lld-link") if not shutil.which(t)]
     if missing:
         raise FixtureError(f"{' and '.join(missing)} not found: the fixture's boot stub is built with "
                            "clang and lld (Debian: apt-get install clang lld)")
     with tempfile.TemporaryDirectory(prefix="redox-ci-bootstub-") as tmp:
         out = Path(tmp) / BOOTSTUB_EFI[arch]
-        proc = subprocess.run(["sh", str(source / "build.sh"), arch, str(out), scenario],
+        proc = subprocess.run(["sh", str(source / "build.sh"), arch, str(out), scenario, str(delay_us)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise FixtureError(f"building the boot stub ({arch}, {scenario}) failed:\n{proc.stderr.strip()}")

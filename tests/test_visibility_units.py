@@ -149,3 +149,10 @@ def test_badge_is_svg_coloured_by_result():
     assert root.get("aria-label") == "redox-ci main: failure"
     assert "#c62828" in svg
     assert "#9e9e9e" in badge("redox-ci x", "no pipeline", "unknown")
+
+
+@pytest.mark.parametrize("top, ticks", [(12.88, [0, 5, 10, 15]), (9, [0, 2, 4, 6, 8, 10]), (950, [0, 200, 400, 600, 800, 1000]),
+                                         (0.4, [0, 0.1, 0.2, 0.3, 0.4]), (0, [0, 1])])
+def test_trends_value_axis_has_round_ticks_over_the_largest_value(top, ticks):
+    from redox_ci.master.svg import _ticks
+    assert _ticks(top) == ticks

@@ -75,7 +75,8 @@ class Reader:
             if step["name"] in HIDDEN_LOG_STEPS:
                 continue
             for log in await self.data.get(("steps", step["stepid"], "logs")):
-                label = log["name"] if log["name"] not in ("stdio",) else step["name"]
+                # A step's own output is "stdio" in every step: name it by its step.
+                label = f"{step['name']} log" if log["name"] == "stdio" else log["name"]
                 links.append(Link(label, self.urls.log(log["logid"])))
         return links
 
@@ -189,4 +190,6 @@ def make_app(settings: Settings, credentials: dict | None = None) -> Flask:
 def commits_plugin(settings: Settings, credentials: dict | None = None) -> dict:
     """The ``wsgi_dashboards`` entry, beside Reproducibility."""
     return {"name": view.DASHBOARD_NAME, "caption": "Commits", "app": make_app(settings, credentials),
-            "order": 10, "icon": "code-branch"}
+            # The UI looks an icon up as "Fa" + its name capitalised, else by the name as given:
+            # a name of two words must be given whole.
+            "order": 10, "icon": "FaCodeBranch"}

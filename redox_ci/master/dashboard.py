@@ -57,4 +57,4 @@ def make_app(cache: CacheSettings, www_url: str, credentials: dict | None = None
 
 def dashboard_plugin(cache: CacheSettings, www_url: str, credentials: dict | None = None) -> dict:
     return {"wsgi_dashboards": [{"name": DASHBOARD_NAME, "caption": "Reproducibility",
-                                 "app": make_app(cache, www_url, credentials), "order": 20, "icon": "balance-scale"}]}
+                                 "app": make_app(cache, www_url, credentials), "order": 20, "icon": "FaBalanceScale"}]}

@@ -6,6 +6,7 @@ Policy and the drawings are tested as text. Every label is escaped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -13,10 +14,13 @@ from html import escape
 # Chart geometry, in SVG user units (pixels at 100 %): wide enough for 20 commits with a
 # readable gap, tall enough for a handful of lines.
 WIDTH, HEIGHT = 640, 220
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 16, 40
+# The right margin holds half of the last commit's label, centred under its point.
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 40, 16, 40
 # Ten colours that stay apart for the colour-blind (Okabe-Ito and Tol's bright), cycled.
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000",
            "#ee6677", "#228833", "#aa3377")
+# Steps of the value axis, at most: more would crowd a 164 px tall plot.
+MAX_TICKS = 5
 # Short revisions under the x axis, as git abbreviates them.
 SHORT_REV = 8
 # Rough width of a character of an 11 px sans-serif font, to size a badge's halves.
@@ -35,16 +39,12 @@ class Line:
 
 
 def _ticks(top: float) -> list[float]:
-    """Up to five round values from 0 to at least ``top``."""
+    """Round values (1, 2 or 5 times a power of ten apart) from 0 to at least ``top``."""
     if top <= 0:
         return [0.0, 1.0]
-    step = 10 ** len(str(int(top))) / 10 if top >= 1 else 0.1
-    for factor in (1, 2, 5, 10):
-        if top / (step * factor) <= 5:
-            step *= factor
-            break
-    n = int(top / step) + (0 if top % step == 0 else 1)
-    return [round(i * step, 6) for i in range(n + 1)]
+    base = 10 ** math.floor(math.log10(top))
+    step = next(base * f for f in (0.1, 0.2, 0.5, 1, 2, 5) if math.ceil(round(top / (base * f), 9)) <= MAX_TICKS)
+    return [round(i * step, 9) for i in range(math.ceil(round(top / step, 9)) + 1)]
 
 
 def _number(v: float) -> str:
