@@ -7,6 +7,8 @@ scheduler JSON-RPC, change hook), as a user or GitHub would.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from tests.support import requires, wait_for
 
 from redox_ci.fixture import commit_all, make_fixture_repo
 from redox_ci.local import LocalSetup, prepare
-from redox_ci.workerproc import create_workers, start_argv
+from redox_ci.workerproc import WorkerProcesses, create_workers, start_argv
 
 # Guards against a hung master or build: a test that waits longer fails with what it
 # saw. Generous on purpose; these are not speed checks.
@@ -44,6 +46,7 @@ class Master:
     worker_password: str | None = None
     webhook_secret: str | None = None
     _worker_dirs: list[Path] = field(default_factory=list)
+    _worker_procs: WorkerProcesses | None = None
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
@@ -57,13 +60,18 @@ class Master:
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        self.start_master()
+        self.start_workers()
+
+    def start_master(self) -> None:
+        """The master process alone (after kill_master, the worker processes still run and
+        reconnect by themselves)."""
         proc = subprocess.run(["buildbot", "start", str(self.setup.master_dir)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             log = (self.setup.master_dir / "twistd.log").read_text()[-3000:]
             raise AssertionError(f"master did not start:\n{proc.stdout}\n{proc.stderr}\n{log}")
         wait_for("the web UI", self._up, STARTUP_WAIT_SECONDS)
-        self.start_workers()
 
     def start_workers(self) -> None:
         """The inventory's worker processes (a remote worker), once the master answers."""
@@ -88,6 +96,24 @@ class Master:
         for wdir in procs.dirs:
             procs.run(start_argv(wdir), check=True, capture_output=True)
         self._worker_dirs = procs.dirs
+        self._worker_procs = procs
+
+    # --- faults, injected for real --------------------------------------------
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the buildbot-worker process of slot ``name``, and then what it ran (the
+        build's redox-ci and Nix client): a worker host that died."""
+        kill_tree(int((self.setup.state / "workers" / name / "twistd.pid").read_text()))
+
+    def start_worker(self, name: str) -> None:
+        """Start slot ``name``'s buildbot-worker process again (it reconnects by itself)."""
+        assert self._worker_procs, "only a remote worker's processes can be started again"
+        self._worker_procs.run(start_argv(self.setup.state / "workers" / name), check=True, capture_output=True)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master process: a crash, nothing shut down cleanly."""
+        pid = int((self.setup.master_dir / "twistd.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the killed master to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
 
     def stop(self) -> None:
         for wdir in self._worker_dirs:
@@ -153,6 +179,34 @@ class Master:
         step = self.step(buildid, name)
         return {log["name"]: self.session.get(self.url + f"api/v2/logs/{log['logid']}/raw", timeout=30).text
                 for log in self.api(f"steps/{step['stepid']}/logs")["logs"]}
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` first (so it cannot react), then every process that was below it."""
+    below = descendants(pid)
+    for p in [pid, *below]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(f"process {pid} to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
 
 
 def make_master(tmp_path: Path, repo: Path, emulated_systems: list[str] | None = None, **setup_kwargs) -> Master:

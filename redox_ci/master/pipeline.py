@@ -25,7 +25,7 @@ from .cache import cache_env
 from .restart import restart_cleanup
 from .retries import PLAN_RETRIES, capped_build
 from .superseded import superseded_canceller
-from .workers import slot_names
+from .workers import prefer_native, slot_names
 
 if TYPE_CHECKING:
     from ..config import LoadedSettings, Settings
@@ -220,7 +220,7 @@ def builders(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[Trigger
     """The plan builder, whose stages are ``stage_steps``, and the report builder."""
     all_workers = [slot for w in loaded.workers for slot in slot_names(w)]
     return [
-        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers,
+        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers, nextWorker=prefer_native(None),
                            factory=plan_factory(loaded, secrets, stage_steps), tags=["plan"]),
         util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers, factory=report_factory(),
                            tags=["report"]),

@@ -56,14 +56,21 @@ def names_for(specs: list[WorkerSpec], system: str, capability: str | None = Non
                      and (capability is None or capability in w.capabilities) for slot in slot_names(w)]
 
 
-def prefer_native(native: list[str]):
+def busy(worker) -> bool:
+    """Whether a slot runs a build (a plan build waiting for its stages, say)."""
+    return any(wfb.isBusy() for wfb in worker.workerforbuilders.values())
+
+
+def prefer_native(native: list[str] | None):
     """A builder's ``nextWorker``: a free native slot when there is one, else any free slot
-    (an emulating one: slower, but the job does not wait)."""
-    native_set = set(native)
+    (an emulating one: slower, but the job does not wait); among those, an idle one first,
+    so that a job does not share its slot's connection with the plan build (a job that
+    loses its worker then takes only itself down). ``None``: every slot is native."""
+    native_set = set(native or [])
 
     def next_worker(builder, workers, buildrequest):
         if not workers:
             return None
-        ours = [w for w in workers if w.worker.workername in native_set]
-        return random.choice(ours or workers)
+        ours = [w for w in workers if native is None or w.worker.workername in native_set] or workers
+        return random.choice([w for w in ours if not busy(w.worker)] or ours)
     return next_worker
