@@ -11,7 +11,7 @@ reactor (the WSGI app runs in a thread), then the pure modules decide and draw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
 from flask import Flask, Response, abort, request
@@ -41,7 +41,12 @@ BADGE_MAX_AGE = 60
 
 @dataclass
 class Reader:
-    """Reads the data API; runs on the reactor (``data`` is ``master.data``)."""
+    """Reads the data API; runs on the reactor (``data`` is ``master.data``).
+
+    A listing reads each plan build's buildset (branch, revision, scheduler), not the
+    build's properties: those hold the whole plan, large for the real flake. The plan is
+    read for the pipelines shown in full.
+    """
 
     data: object
     urls: view.Urls
@@ -60,14 +65,23 @@ class Reader:
         if builderid is None:
             return []
         builds = await self.data.get(("builders", builderid, "builds"), order=["-number"], limit=limit)
-        return [Pipeline.of(b, await self.props(b["buildid"])) for b in builds]
+        return list(await _all(self.pipeline(b) for b in builds))
+
+    async def pipeline(self, build: dict) -> Pipeline:
+        request = await self.data.get(("buildrequests", build["buildrequestid"]))
+        buildset = await self.data.get(("buildsets", request["buildsetid"]))
+        props = unsourced(await self.data.get(("buildsets", request["buildsetid"], "properties")) or {})
+        stamp = (buildset.get("sourcestamps") or [{}])[0]
+        return Pipeline.of(build, {**props, "branch": stamp.get("branch"), "revision": stamp.get("revision")})
+
+    async def with_plan(self, pipeline: Pipeline) -> Pipeline:
+        return replace(pipeline, plan=(await self.props(pipeline.buildid)).get("plan"))
 
     async def job_builds(self, pipeline: Pipeline, with_logs: bool) -> list[JobBuild]:
-        out = []
-        for b in await self.data.get(("builds", pipeline.buildid, "triggered_builds")):
+        async def one(b: dict) -> JobBuild:
             logs = await self.logs(b["buildid"]) if with_logs else []
-            out.append(JobBuild(b, await self.props(b["buildid"]), logs, self.urls.build(b["builderid"], b["number"])))
-        return out
+            return JobBuild(b, await self.props(b["buildid"]), logs, self.urls.build(b["builderid"], b["number"]))
+        return list(await _all(one(b) for b in await self.data.get(("builds", pipeline.buildid, "triggered_builds"))))
 
     async def logs(self, buildid: int) -> list[Link]:
         links = []
@@ -79,6 +93,13 @@ class Reader:
                 label = f"{step['name']} log" if log["name"] == "stdio" else log["name"]
                 links.append(Link(label, self.urls.log(log["logid"])))
         return links
+
+
+async def _all(coroutines) -> list:
+    """Await several data-API reads at once (the database answers them in its threads)."""
+    from twisted.internet import defer
+
+    return await defer.gatherResults([defer.ensureDeferred(c) for c in coroutines], consumeErrors=True)
 
 
 def _on_reactor(app: Flask, work):
@@ -142,7 +163,7 @@ def make_app(settings: Settings, credentials: dict | None = None) -> Flask:
             chosen = [p for p in pipelines if (not rev or p.revision == rev) and (not build or p.buildid == int(build))]
             if not chosen:
                 return None
-            pipeline = chosen[0]
+            pipeline = await reader.with_plan(chosen[0])
             commit = next(c for c in commits_of(pipelines, pipeline.branch)
                           if pipeline.buildid in {p.buildid for p in c.pipelines})
             return commit, pipeline, await reader.job_builds(pipeline, with_logs=True)
@@ -161,11 +182,9 @@ def make_app(settings: Settings, credentials: dict | None = None) -> Flask:
         count = settings.www.trend_commits
 
         async def work(reader: Reader):
-            recent: list[Commit] = commits_of(await reader.pipelines(), branch)[:count]
-            columns = []
-            for c in reversed(recent):
-                columns.append((c.revision, job_rows(c.latest, await reader.job_builds(c.latest, with_logs=False))))
-            return columns
+            oldest_first: list[Commit] = commits_of(await reader.pipelines(), branch)[:count][::-1]
+            builds = await _all(reader.job_builds(c.latest, with_logs=False) for c in oldest_first)
+            return [(c.revision, job_rows(c.latest, b)) for c, b in zip(oldest_first, builds)]
 
         return _html(view.trends_page(branch, trends(_on_reactor(app, work), image), urls))
 
