@@ -91,6 +91,8 @@ class JobFacts:
     cache: tuple[int, int] | None = None
     # Seconds the build verb took, when it said.
     build_seconds: float | None = None
+    # Bytes the cache push uploaded (0 when not known).
+    pushed_bytes: int = 0
 
 
 def unsourced(props: dict) -> dict:
@@ -110,6 +112,11 @@ def job_facts(props: dict) -> JobFacts:
     return _from_fields(props)
 
 
+def job_build_facts(props: dict) -> JobFacts | None:
+    """``job_facts`` of a job build; None for any other build (a plan, the nightly run)."""
+    return job_facts(props) if "job" in props or props.get("attr") else None
+
+
 def _from_verb_answers(props: dict) -> JobFacts:
     job = Job.from_json(props["job"])
     build, push, boot = (props.get(k) or {} for k in ("build_result", "push_result", "boot_result"))
@@ -121,7 +128,7 @@ def _from_verb_answers(props: dict) -> JobFacts:
                                boot.get("attr") or "")
         tests = _boot_tests(boot.get("tests")) or tests
     cache = (len(push.get("pushed", [])), len(push.get("skipped", []))) if push else None
-    return JobFacts(job, tests, boot_facts, cache, build.get("seconds"))
+    return JobFacts(job, tests, boot_facts, cache, build.get("seconds"), int(push.get("bytes_uploaded") or 0))
 
 
 def _from_fields(props: dict) -> JobFacts:

@@ -1,0 +1,421 @@
+"""Commit statuses on GitHub: the plan, each stage, each boot and failed attributes.
+
+Buildbot's ``GitHubStatusPush`` names a status after the real builder, which would make
+every job of a stage one context; this subclass keeps its HTTP session, token handling
+and ``createStatus`` and chooses the contexts itself (``redox-ci/plan``,
+``redox-ci/stage/<stage>``, ``redox-ci/<system>/<attr>``). Builds and the plan's steps
+arrive through Buildbot's report generators. Each status links to the commit's page.
+
+GitHub lists a few dozen contexts usefully, so failed attributes past a cap per commit
+have no status of their own: their stage's status names them. A post is tried again on
+5xx answers, unreachable networks and rate limits (403/429 with Retry-After or
+X-RateLimit-Reset), waiting what GitHub asks; a post that still fails is logged and
+dropped. Reporters run beside the builds, so a failed post never changes a build.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
+from urllib.parse import urlencode
+
+from buildbot import interfaces
+from buildbot.data import resultspec
+from buildbot.plugins import util
+from buildbot.process.properties import Properties
+from buildbot.process.results import (CANCELLED, EXCEPTION, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS,
+                                      statusToString)
+from buildbot.reporters.generators.build import BuildStartEndStatusGenerator
+from buildbot.reporters.github import GitHubStatusPush
+from buildbot.reporters.message import MessageFormatterRenderable
+from twisted.internet import defer, task
+from twisted.python import log
+from zope.interface import implementer
+
+from ..config import LoadedSettings
+from ..plan import Job, JobStatus, Plan
+from ..secrets_file import GITHUB_STATUS_TOKEN
+from .boot import BOOT_STAGE
+from .commits import job_build_facts, unsourced
+from .pipeline import PLAN_BUILDER
+
+CONTEXT_PREFIX = "redox-ci"
+PLAN_CONTEXT = f"{CONTEXT_PREFIX}/plan"
+# GitHub refuses a longer description.
+DESCRIPTION_CHARS = 140
+# 5xx and network errors: 1, 2, 4, ... seconds, at most a minute apart.
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+# GitHub's primary rate limit resets within the hour; a longer wait means a wrong clock
+# or answer, and the status is dropped.
+RATE_LIMIT_MAX_WAIT_SECONDS = 3600.0
+# Results that make an attribute "failed" (a cancelled job was superseded, not failed).
+FAILED_RESULTS = (FAILURE, EXCEPTION)
+# Buildbot's results as GitHub's states; SKIPPED counts as success, as in GitHubStatusPush.
+STATES = {SUCCESS: "success", WARNINGS: "success", SKIPPED: "success", FAILURE: "failure",
+          EXCEPTION: "error", CANCELLED: "error", RETRY: "pending"}
+
+
+@dataclass(frozen=True)
+class Status:
+    sha: str
+    context: str
+    state: str
+    description: str
+    target_url: str
+
+
+def commit_page_url(www_url: str, sha: str) -> str:
+    """The commit's page in the web UI (the Commits dashboard's), which every status links to."""
+    return f"{www_url}plugins/wsgi_dashboards/commits/commit.html?{urlencode({'rev': sha})}"
+
+
+def stage_context(stage: str) -> str:
+    return f"{CONTEXT_PREFIX}/stage/{stage}"
+
+
+def job_context(job: Job) -> str:
+    """``redox-ci/<system>/<attr>`` (``checks.<attr>`` for a check that is no package)."""
+    system, rest = job.name.split(".", 1)
+    return f"{CONTEXT_PREFIX}/{system}/{rest}"
+
+
+def state_of(results: int | None, complete: bool) -> str:
+    return STATES.get(results, "error") if complete else "pending"
+
+
+def description(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= DESCRIPTION_CHARS else line[:DESCRIPTION_CHARS - 1] + "…"
+
+
+def planned_stages(plan: Plan, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Stage -> names of its jobs, in the plan's order, for the stages that have jobs."""
+    out: dict[str, list[str]] = {}
+    for job in plan.jobs:
+        if job.stage not in skip:
+            out.setdefault(job.stage, []).append(job.name)
+    return out
+
+
+def stage_pending(plan: Plan, sha: str, url: str, skip: tuple[str, ...] = ()) -> list[Status]:
+    """A pending status per stage once the plan is known: how many jobs wait in it."""
+    out = []
+    for stage, names in planned_stages(plan, skip).items():
+        cached = sum(1 for j in plan.jobs if j.stage == stage and j.status == JobStatus.CACHED)
+        text = f"{len(names)} jobs" + (f", {cached} cached" if cached else "") + ", waiting"
+        out.append(Status(sha, stage_context(stage), "pending", description(text), url))
+    return out
+
+
+def stage_summary(results: dict[str, int], cached: int, unlisted: list[str]) -> str:
+    """One line for a finished stage: its jobs by result, and the failed attributes that
+    have no status of their own (past the cap)."""
+    counts = {statusToString(r): list(results.values()).count(r) for r in sorted(set(results.values()))}
+    if cached:
+        counts["cached"] = cached
+    text = f"{len(results) + cached} jobs: " + ", ".join(f"{n} {word}" for word, n in counts.items())
+    if unlisted:
+        text += f"; also failed: {', '.join(unlisted)}"
+    return description(text)
+
+
+def stage_state(results: dict[str, int], step_results: int) -> str:
+    if any(r in FAILED_RESULTS for r in results.values()):
+        return "failure"
+    return state_of(step_results, True)
+
+
+class FailureCap:
+    """Which failed attributes of a plan get a status of their own: the first ``cap``
+    claimed. A claim is synchronous, so the job's report and its stage's end agree."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._claimed: dict[int, list[str]] = {}
+
+    def claim(self, plan_id: int, name: str) -> bool:
+        claimed = self._claimed.setdefault(plan_id, [])
+        if name in claimed:
+            return True
+        if len(claimed) >= self.cap:
+            return False
+        claimed.append(name)
+        return True
+
+    def forget(self, plan_id: int) -> None:
+        self._claimed.pop(plan_id, None)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name:
+            return v
+    return None
+
+
+def retry_delay(code: int | None, headers: Mapping[str, str], attempt: int, max_attempts: int,
+                now: float) -> float | None:
+    """Seconds to wait before trying again after ``attempt`` tries, or None to give up.
+
+    ``code`` None is a post that got no answer (refused, reset, timed out). A 403 is a
+    rate limit only with GitHub's rate-limit headers; without them it is a refusal.
+    """
+    if attempt >= max_attempts:
+        return None
+    backoff = min(BACKOFF_FIRST_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)
+    if code is None or code >= 500:
+        return backoff
+    if code not in (403, 429):
+        return None
+    retry_after = _header(headers, "retry-after")
+    reset = _header(headers, "x-ratelimit-reset")
+    remaining = _header(headers, "x-ratelimit-remaining")
+    try:
+        if retry_after is not None:
+            wait = float(retry_after)
+        elif reset is not None and remaining in (None, "0"):
+            wait = float(reset) - now
+        elif code == 429:
+            wait = backoff
+        else:
+            return None
+    except ValueError:
+        return None
+    return max(wait, BACKOFF_FIRST_SECONDS) if wait <= RATE_LIMIT_MAX_WAIT_SECONDS else None
+
+
+def response_headers(response) -> dict[str, str]:
+    """The headers of an answer of Buildbot's HTTP session. Its wrapper shows the code and
+    body only; the rate-limit headers are read from the treq (or requests) answer inside."""
+    raw = getattr(response, "_res", None)
+    headers = getattr(raw, "headers", None)
+    if headers is None:
+        return {}
+    if hasattr(headers, "getAllRawHeaders"):  # twisted.web.http_headers.Headers
+        return {k.decode("latin-1"): v[-1].decode("latin-1") for k, v in headers.getAllRawHeaders()}
+    return dict(headers)
+
+
+@implementer(interfaces.IReportGenerator)
+class PlanStepGenerator:
+    """Reports the plan build's steps as they finish: the plan step (the stages become
+    pending) and each stage step (the stage's status)."""
+
+    wanted_event_keys: ClassVar[list] = [("steps", None, "finished")]
+
+    def __init__(self, plan_builder: str):
+        self.plan_builder = plan_builder
+
+    def check(self):
+        pass
+
+    def generate_name(self):
+        return f"PlanStepGenerator_{self.plan_builder}"
+
+    async def _generate(self, master, step):
+        build = await master.data.get(("builds", step["buildid"]))
+        builder = await master.data.get(("builders", build["builderid"]))
+        if builder["name"] != self.plan_builder:
+            return None
+        return {"step": step, "build": build}
+
+    def generate(self, master, reporter, key, msg):
+        return defer.ensureDeferred(self._generate(master, msg))
+
+
+class CommitStatusPush(GitHubStatusPush):
+    """Commit statuses for redox-ci's pipeline (see the module's docstring)."""
+
+    name = "redox-ci-github-status"
+
+    def checkConfig(self, token, repository: str, baseURL: str, www_url: str, plan_builder: str,
+                    stage_steps: dict[str, str], boot_stage: str, max_attribute_statuses: int,
+                    max_attempts: int, **kwargs):
+        super().checkConfig(token, baseURL=baseURL, generators=self._generators(plan_builder), **kwargs)
+
+    def reconfigService(self, *args, **kwargs):
+        return defer.ensureDeferred(self._reconfig(*args, **kwargs))
+
+    async def _reconfig(self, token, repository: str, baseURL: str, www_url: str, plan_builder: str,
+                        stage_steps: dict[str, str], boot_stage: str, max_attribute_statuses: int,
+                        max_attempts: int, **kwargs):
+        self.owner, self.repo = repository.split("/", 1)
+        self.www_url = www_url
+        self.plan_builder = plan_builder
+        # Step name -> stage, of the plan build's stage steps.
+        self.stage_steps = dict(stage_steps)
+        self.boot_stage = boot_stage
+        self.max_attempts = max_attempts
+        if getattr(self, "cap", None) is None or self.cap.cap != max_attribute_statuses:
+            self.cap = FailureCap(max_attribute_statuses)
+        # Kept across reconfigurations: posts in flight and their order.
+        self._last: dict[tuple[str, str], defer.Deferred] = getattr(self, "_last", {})
+        self._waits: set[defer.Deferred] = getattr(self, "_waits", set())
+        await super().reconfigService(token, baseURL=baseURL, generators=self._generators(plan_builder), **kwargs)
+
+    @staticmethod
+    def _generators(plan_builder: str) -> list:
+        # The formatters' text is unused: sendMessage writes each description.
+        text = MessageFormatterRenderable("")
+        return [BuildStartEndStatusGenerator(start_formatter=text, end_formatter=text),
+                PlanStepGenerator(plan_builder)]
+
+    def stopService(self):
+        for wait in list(self._waits):
+            wait.cancel()
+        return super().stopService()
+
+    # --- from events to statuses ---------------------------------------------
+    def sendMessage(self, reports):
+        return defer.ensureDeferred(self._send(reports))
+
+    async def _send(self, reports):
+        for report in reports:
+            try:
+                if "step" in report:
+                    statuses = await self._step_statuses(report["step"], report["build"])
+                else:
+                    statuses = await self._build_statuses(report["builds"][0])
+            except Exception as e:  # a status never stops the others, nor a build
+                log.err(e, "GitHub statuses: cannot make the statuses of a report")
+                continue
+            for status in statuses:
+                await self._post_in_order(status)
+
+    async def _sha(self, buildset: dict | None, props: dict) -> str | None:
+        for ss in (buildset or {}).get("sourcestamps") or []:
+            if ss.get("revision"):
+                return ss["revision"]
+        return props.get("got_revision") or props.get("revision") or None
+
+    async def _build_statuses(self, build: dict) -> list[Status]:
+        props = unsourced(build["properties"])
+        sha = await self._sha(build.get("buildset"), props)
+        if not sha:
+            return []
+        url = commit_page_url(self.www_url, sha)
+        complete = build["complete"]
+        if build["builder"]["name"] == self.plan_builder:
+            if complete:
+                self.cap.forget(build["buildid"])
+            text = (f"{statusToString(build['results'])}: {build['state_string']}" if complete
+                    else "evaluating the flake")
+            return [Status(sha, PLAN_CONTEXT, state_of(build["results"], complete), description(text), url)]
+        facts = job_build_facts(props)
+        if facts is None:
+            return []
+        job = facts.job
+        context = job_context(job)
+        text = description(build["state_string"])
+        if job.stage == self.boot_stage:
+            return [Status(sha, context, state_of(build["results"], complete), text, url)]
+        parent = (build.get("buildset") or {}).get("parent_buildid")
+        if complete and build["results"] in FAILED_RESULTS and parent and self.cap.claim(parent, job.name):
+            return [Status(sha, context, state_of(build["results"], complete), text, url)]
+        return []
+
+    async def _step_statuses(self, step: dict, build: dict) -> list[Status]:
+        name = step["name"]
+        if name != "plan" and name not in self.stage_steps:
+            return []
+        props = unsourced(await self.master.data.get(("builds", build["buildid"], "properties")))
+        buildrequest = await self.master.data.get(("buildrequests", build["buildrequestid"]))
+        buildset = await self.master.data.get(("buildsets", buildrequest["buildsetid"]))
+        sha = await self._sha(buildset, props)
+        if not sha or not props.get("plan"):
+            return []
+        plan = Plan.from_json(props["plan"])
+        url = commit_page_url(self.www_url, sha)
+        if name == "plan":
+            return stage_pending(plan, sha, url, skip=(self.boot_stage,))
+        stage = self.stage_steps[name]
+        if stage == self.boot_stage or step["results"] == SKIPPED:
+            return []
+        results = await self._children_results(build["buildid"], stage)
+        failed = sorted(n for n, r in results.items() if r in FAILED_RESULTS)
+        unlisted = [n for n in failed if not self.cap.claim(build["buildid"], n)]
+        cached = sum(1 for j in plan.jobs if j.stage == stage and j.status == JobStatus.CACHED)
+        return [Status(sha, stage_context(stage), stage_state(results, step["results"]),
+                       stage_summary(results, cached, unlisted), url)]
+
+    async def _children_results(self, plan_buildid: int, stage: str) -> dict[str, int]:
+        """Job name -> result of the builds the plan build started for ``stage``."""
+        out = {}
+        data = self.master.data
+        buildsets = await data.get(("buildsets",), filters=[resultspec.Filter("parent_buildid", "eq", [plan_buildid])])
+        for bs in buildsets:
+            requests = await data.get(("buildrequests",), filters=[resultspec.Filter("buildsetid", "eq", [bs["bsid"]])])
+            for br in requests:
+                for b in await data.get(("buildrequests", br["buildrequestid"], "builds")):
+                    facts = job_build_facts(unsourced(await data.get(("builds", b["buildid"], "properties"))))
+                    if facts is not None and facts.job.stage == stage and b["complete"]:
+                        out[facts.job.name] = b["results"]
+        return out
+
+    # --- posting ----------------------------------------------------------------
+    async def _post_in_order(self, status: Status) -> None:
+        """Posts of one context go out in order: a retried pending status never lands
+        after the final one."""
+        key = (status.sha, status.context)
+        previous, done = self._last.get(key), defer.Deferred()
+        self._last[key] = done
+        try:
+            if previous is not None:
+                await previous
+            await self._post(status, superseded=lambda: self._last.get(key) is not done)
+        finally:
+            if self._last.get(key) is done:
+                del self._last[key]
+            done.callback(None)
+
+    async def _post(self, status: Status, superseded) -> bool:
+        props = Properties()
+        props.master = self.master
+        for attempt in range(1, self.max_attempts + 1):
+            code, headers, why = None, {}, ""
+            try:
+                response = await self.createStatus(self.owner, self.repo, status.sha, status.state, props,
+                                                   target_url=status.target_url, context=status.context,
+                                                   description=status.description)
+                code, headers = response.code, response_headers(response)
+                if 200 <= code < 300:
+                    return True
+                body = await response.content()
+                why = f"HTTP {code}: {description(body.decode('utf-8', 'replace'))}"
+            except Exception as e:  # no answer: refused, reset, DNS, TLS
+                why = f"no answer: {e}"
+            delay = retry_delay(code, headers, attempt, self.max_attempts, time.time())
+            if delay is None or superseded():
+                log.msg(f"GitHub status {status.context} {status.state} on {status.sha[:12]} not posted "
+                        f"after {attempt} attempt(s): {why}" + ("; a newer status follows" if superseded() else ""))
+                return False
+            log.msg(f"GitHub status {status.context} {status.state}: {why}; trying again in {delay:.0f} s")
+            try:
+                await self._wait(delay)
+            except defer.CancelledError:
+                log.msg(f"GitHub status {status.context} {status.state} not posted: the master is stopping")
+                return False
+        return False
+
+    async def _wait(self, seconds: float) -> None:
+        wait = task.deferLater(self.master.reactor, seconds, lambda: None)
+        self._waits.add(wait)
+        try:
+            await wait
+        finally:
+            self._waits.discard(wait)
+
+
+def services(loaded: LoadedSettings, stage_steps: list) -> list:
+    """The reporter, when [github_status] is enabled; ``stage_steps`` are the plan build's
+    TriggerStage steps (jobs' and boots')."""
+    gh = loaded.settings.github_status
+    if not gh.enabled:
+        return []
+    return [CommitStatusPush(
+        util.Secret(GITHUB_STATUS_TOKEN), repository=gh.repository, baseURL=gh.api_url.rstrip("/"),
+        www_url=loaded.settings.www.url, plan_builder=PLAN_BUILDER,
+        stage_steps={s.name: s.stage for s in stage_steps}, boot_stage=BOOT_STAGE,
+        max_attribute_statuses=gh.max_attribute_statuses, max_attempts=gh.max_attempts)]
