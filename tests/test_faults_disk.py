@@ -20,13 +20,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from buildbot.process.results import EXCEPTION, FAILURE
+from buildbot.process.properties import Properties
+from buildbot.process.results import EXCEPTION
+
+from redox_ci.master.jobs import keeps_outputs
+from redox_ci.master.schedulers import FORCE_SCHEDULER, PLAN_SCHEDULER
 
 from redox_ci.fixture import commit_all
-from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from tests.master_support import BUILD_WAIT_SECONDS, answer, running_master
 from tests.support import requires, run_cli, wait_for
-
-pytestmark = pytest.mark.e2e
 
 SYSTEM = "x86_64-linux"
 ATTR = "fstools"
@@ -65,16 +67,20 @@ def valid(path: str) -> bool:
     return subprocess.run(["nix-store", "--check-validity", path], capture_output=True).returncode == 0
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """A mounted tmpfs of TMPFS_MIB MiB."""
+def mount_tmpfs(mnt: Path) -> None:
+    """A tmpfs of TMPFS_MIB MiB at ``mnt``, or the test skipped with why."""
     requires("mount", "umount")
-    mnt = tmp_path / "small-fs"
-    mnt.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (root and CAP_SYS_ADMIN needed): {proc.stderr.strip()}")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    mount_tmpfs(mnt)
     try:
         yield mnt
     finally:
@@ -97,6 +103,7 @@ def free_gib(path: Path) -> float:
     return st.f_bavail * st.f_frsize / 1024 ** 3
 
 
+@pytest.mark.e2e
 def test_disk_space_too_little_is_not_built(fixture_repo, small_fs):
     drv = new_fstools(fixture_repo)
     filler = fill(small_fs)
@@ -114,6 +121,7 @@ def test_disk_space_too_little_is_not_built(fixture_repo, small_fs):
     assert all(valid(o) for o in data["outputs"])
 
 
+@pytest.mark.e2e
 def test_disk_space_bad_path_is_a_usage_error():
     requires("nix")
     proc = run_cli("build", "--drv=/nix/store/00000000000000000000000000000000-x.drv", f"--attr={ATTR}",
@@ -127,6 +135,7 @@ def dead_paths() -> set[str]:
     return set(proc.stdout.split())
 
 
+@pytest.mark.e2e
 def test_disk_space_gcroot_kept_and_replaced(tmp_path, fixture_repo):
     roots = tmp_path / "gcroots"
     first_drv = new_fstools(fixture_repo)
@@ -157,12 +166,8 @@ def test_disk_space_gcroot_kept_and_replaced(tmp_path, fixture_repo):
 
 @pytest.fixture(scope="module")
 def full_disk_master(tmp_path_factory):
-    requires("mount", "umount")
     mnt = tmp_path_factory.mktemp("full-disk")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root and CAP_SYS_ADMIN needed): {proc.stderr.strip()}")
+    mount_tmpfs(mnt)
     try:
         fill(mnt)
         extra = f'[workers]\ndisk_path = "{mnt}"\nmin_free_gib = {NEEDED_GIB}\n'
@@ -173,6 +178,7 @@ def full_disk_master(tmp_path_factory):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.e2e
 def test_disk_space_master_shows_not_built(full_disk_master):
     master, mnt = full_disk_master
     build = master.forced_build(master.force(systems=[SYSTEM], attrs=ATTR))
@@ -182,6 +188,18 @@ def test_disk_space_master_shows_not_built(full_disk_master):
     assert f"{ATTR}: not built: disk: " in job["state_string"] and f"free on {mnt}" in job["state_string"]
     step = master.step(job["buildid"], "build")
     assert step["results"] == EXCEPTION and f"{NEEDED_GIB:g} GiB needed" in step["state_string"]
-    assert job["properties"]["build_status"][0] == "not-built"
-    # The plan says a job was not built for the worker's sake, not that the code failed.
-    assert build["results"] != FAILURE or "exception" in build["state_string"], build["state_string"]
+    assert answer(job)["status"] == "not-built"
+    # The plan's stage counts the job as an exception, not as a failure.
+    stages = [s["state_string"] for s in master.steps(build["buildid"]) if s["name"].startswith("stage ")]
+    assert any("1 exception" in s for s in stages) and not any("failure" in s for s in stages), stages
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("scheduler, branch, keeps", [
+    (PLAN_SCHEDULER, "main", True),    # a commit on the default branch
+    (FORCE_SCHEDULER, "main", False),  # forced
+    (PLAN_SCHEDULER, "feature", False),  # another branch
+])
+def test_disk_space_gcroots_only_for_default_branch_commits(scheduler, branch, keeps):
+    props = Properties(plan_scheduler=scheduler, branch=branch)
+    assert keeps_outputs(props, "main") is keeps

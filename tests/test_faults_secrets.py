@@ -12,17 +12,20 @@ file is gone from the worker's build directories, and the push's log said it was
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from pathlib import Path
 
 import pytest
-from buildbot.process.results import SUCCESS
+from buildbot.process.results import FAILURE, SUCCESS
 
 from redox_ci.cache.keys import generate_keypair
 from redox_ci.cache.localserver import LocalS3Server
+from redox_ci.fixture import commit_all
 from redox_ci.local import CacheWiring
 from redox_ci.master.cache import KEY_FILE
+from tests.cache_support import Fault, FaultProxy, upstream_of
 from tests.master_support import running_master
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +44,24 @@ def wrapped(text: str) -> str:
 
 
 def fresh_fstools(text: str) -> str:
+    """fstools as a derivation no earlier run has built (so that there is something to push)."""
     old = 'fstools = simple "fstools" [ ];'
-    assert old in text
-    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "echo {uuid.uuid4().hex}"; }};')
+    if old in text:
+        return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "echo nonce-{uuid.uuid4().hex}"; }};')
+    return re.sub(r"echo nonce-[0-9a-f]+", f"echo nonce-{uuid.uuid4().hex}", text)
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(s3):
+    """In front of the S3 server: the last test makes its uploads fail."""
+    with FaultProxy(upstream_of(s3.url)) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +72,13 @@ def key(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory, s3, key):
+def master(tmp_path_factory, s3, proxy, key):
     key_file, public_key = key
     credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
                    "aws_secret_access_key": secrets.token_urlsafe(30)}
-    wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
-    yield from running_master(tmp_path_factory, "multiline-secret", fresh_fstools,
+    wiring = CacheWiring(proxy.url, s3.bucket, key_file, public_key, credentials)
+    # One attempt per S3 request: the last test's upload meets a 503 and fails at once.
+    yield from running_master(tmp_path_factory, "multiline-secret", fresh_fstools, extra_toml="[cache]\nmax_attempts = 1\n",
                               cache=wiring, systems=["x86_64-linux"], worker_kind="remote")
 
 
@@ -102,6 +115,10 @@ def test_multiline_secret_file_removed_after_the_push(master, pushed):
     names = [s["name"] for s in master.steps(job["buildid"])]
     assert names.index("signing key to worker") < names.index("cache push") < names.index("remove signing key")
     assert master.step(job["buildid"], "remove signing key")["results"] == SUCCESS
+    assert_no_key_file(master)
+
+
+def assert_no_key_file(master) -> None:
     build_dirs = list((master.setup.state / "workers").glob("*/*/build"))
     assert build_dirs, "the worker's build directories are where the test looks"
     assert not [p for d in build_dirs for p in d.iterdir() if p.name == KEY_FILE]
@@ -124,3 +141,17 @@ def test_multiline_secret_not_in_logs_properties_or_database(master, key, pushed
         assert not any(line in t for t in texts), "a line of the key is in a log"
         assert line not in properties, "a line of the key is in the REST API's properties"
         assert line.encode() not in database, "a line of the key is in the database"
+
+
+def test_multiline_secret_removed_after_a_failed_push(master, proxy, pushed):
+    """Last in this module: every upload is answered 503, the push fails, the key file goes all the same."""
+    flake = master.setup.repo / "flake.nix"
+    flake.write_text(fresh_fstools(flake.read_text()))
+    commit_all(master.setup.repo, "fstools changed")
+    proxy.reset([Fault("503", method="PUT", times=None)])
+    build = master.forced_build(master.force(attrs="fstools", systems=["x86_64-linux"]))
+    job = master.jobs(build["buildid"])[JOB]
+    assert master.step(job["buildid"], "cache push")["results"] == FAILURE
+    assert proxy.requests("PUT"), "the push reached the upload"
+    assert master.step(job["buildid"], "remove signing key")["results"] == SUCCESS
+    assert_no_key_file(master)
