@@ -34,6 +34,7 @@ STYLE = f"""
 .{SCOPE} code {{ font-size: 13px; }}
 .{SCOPE} ul.legend {{ list-style: none; padding: 0; columns: 2; max-width: 640px; }}
 .{SCOPE} figure {{ margin: 0 0 1.5em; }}
+.{SCOPE} .charts {{ display: flex; flex-wrap: wrap; gap: 0 2em; }}
 .{SCOPE} .reason {{ max-width: 40em; }}
 """
 # A job's result as a word in the table.
@@ -212,13 +213,13 @@ def commit_page(commit: Commit, pipeline: Pipeline, rows: list[JobRow], urls: Ur
 
 def _chart(title: str, xlabels: list[str], series: list[Series], unit: str) -> str:
     if not series:
-        return f"<h2>{escape(title)}</h2><p class=\"note\">Nothing to draw in these commits.</p>"
+        return f"<section><h2>{escape(title)}</h2><p class=\"note\">Nothing to draw in these commits.</p></section>"
     lines = [Line(s.label, s.values, s.changes()) for s in series]
     changed = sorted({xlabels[i][:SHORT_REV] or "tip" for line in lines for i in line.changes})
     note = (f"<figcaption>changed at {escape(', '.join(changed))} (ringed)</figcaption>" if changed
             else "<figcaption class=\"note\">no change in these commits</figcaption>")
-    return (f"<h2>{escape(title)}</h2><figure class=\"trend\" data-title=\"{escape(title)}\">"
-            f"{line_chart(title, xlabels, lines, unit)}{legend(lines)}{note}</figure>")
+    return (f"<section><h2>{escape(title)}</h2><figure class=\"trend\" data-title=\"{escape(title)}\">"
+            f"{line_chart(title, xlabels, lines, unit)}{legend(lines)}{note}</figure></section>")
 
 
 def trends_page(branch: str, t: Trends, urls: Urls) -> str:
@@ -226,8 +227,10 @@ def trends_page(branch: str, t: Trends, urls: Urls) -> str:
     body = (f"<h1>Trends of <code>{escape(branch)}</code></h1>"
             f"<p>The last {len(t.commits)} commits, oldest on the left; a ring marks a commit where a value "
             f"changed. <a href=\"{escape(urls.branch(branch))}\">all commits</a></p>"
+            + "<div class=\"charts\">"
             + _chart("Boot seconds (boot-complete) per image and VMM", xlabels, t.boot_seconds, " s")
+            + _chart("Build seconds per attribute", xlabels, t.build_seconds, " s")
             + _chart("Tests passed per host tool", xlabels, t.tests_passed, "")
             + _chart("Tests failed per host tool", xlabels, t.tests_failed, "")
-            + _chart("Build seconds per attribute", xlabels, t.build_seconds, " s"))
+            + "</div>")
     return page(f"Trends of {branch}", body)
