@@ -54,6 +54,7 @@ class FakeGitHub:
 
     def __init__(self):
         self.posts: list[dict] = []
+        self.gets: list[dict] = []
         self.lock = threading.Lock()
         self.script = {
             ("redox-ci/plan", "pending"): [lambda: (500, {})],
@@ -80,6 +81,15 @@ class FakeGitHub:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(json.dumps({"message": "fake"}).encode())
+
+            def do_GET(self):  # the reporter's access check at start
+                with fake.lock:
+                    fake.gets.append({"path": self.path, "auth": self.headers.get("Authorization")})
+                known = self.path == f"/repos/{REPOSITORY}"
+                self.send_response(200 if known else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps({"full_name": REPOSITORY} if known else {"message": "Not Found"}).encode())
 
             def log_message(self, *args):
                 pass
@@ -221,6 +231,12 @@ def test_github_status_failures_leave_builds_alone(pipeline, master):
     assert build["results"] == 2
     log = (master.setup.master_dir / "twistd.log").read_text()
     assert f"GitHub status {ALWAYS_FAILING} success" in log and f"after {MAX_ATTEMPTS} attempt(s): HTTP 502" in log
+
+
+def test_github_status_checks_the_token_at_start(pipeline, master, github):
+    assert github.gets[0] == {"path": f"/repos/{REPOSITORY}", "auth": f"token {TOKEN}"}
+    log = (master.setup.master_dir / "twistd.log").read_text()
+    assert f"GitHub statuses for {REPOSITORY}: the token is accepted" in log
 
 
 def test_github_status_token_stays_secret(pipeline, master):

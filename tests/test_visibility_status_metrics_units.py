@@ -48,6 +48,13 @@ def test_github_status_contexts_from_a_plan():
     assert gs.PLAN_CONTEXT == "redox-ci/plan"
 
 
+def test_github_status_stages_not_run_end_with_the_pipeline():
+    statuses = gs.stages_not_run(PLAN, {"host-tools"}, CANCELLED, SHA, URL, skip=("boot",))
+    assert [(s.context, s.state, s.description) for s in statuses] == [
+        ("redox-ci/stage/cross-system", "error", "not run: the pipeline ended cancelled")]
+    assert gs.stages_not_run(PLAN, {"host-tools", "cross-system"}, SUCCESS, SHA, URL, skip=("boot",)) == []
+
+
 @pytest.mark.parametrize("results, complete, state", [
     (None, False, "pending"), (SUCCESS, True, "success"), (WARNINGS, True, "success"),
     (SKIPPED, True, "success"), (FAILURE, True, "failure"), (EXCEPTION, True, "error"),

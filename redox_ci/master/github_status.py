@@ -109,6 +109,15 @@ def stage_pending(plan: Plan, sha: str, url: str, skip: tuple[str, ...] = ()) ->
     return out
 
 
+def stages_not_run(plan: Plan, finished: set[str], plan_results: int, sha: str, url: str,
+                   skip: tuple[str, ...] = ()) -> list[Status]:
+    """An error status for each planned stage whose step never ran, so that none stays
+    pending after its pipeline ended."""
+    text = description(f"not run: the pipeline ended {statusToString(plan_results)}")
+    return [Status(sha, stage_context(stage), "error", text, url)
+            for stage in planned_stages(plan, skip) if stage not in finished]
+
+
 def stage_summary(results: dict[str, int], cached: int, unlisted: list[str]) -> str:
     """One line for a finished stage: its jobs by result, and the failed attributes that
     have no status of their own (past the cap)."""
@@ -254,6 +263,25 @@ class CommitStatusPush(GitHubStatusPush):
         self._last: dict[tuple[str, str], defer.Deferred] = getattr(self, "_last", {})
         self._waits: set[defer.Deferred] = getattr(self, "_waits", set())
         await super().reconfigService(token, baseURL=baseURL, generators=self._generators(plan_builder), **kwargs)
+        # Not awaited: a slow or absent GitHub must not hold up the master's start.
+        defer.ensureDeferred(self._check_access()).addErrback(log.err, "GitHub statuses: access check")
+
+    async def _check_access(self) -> None:
+        """Say at start, in twistd.log, whether the token can see the repository: a wrong
+        token or name otherwise shows only when the first status fails."""
+        props = Properties()
+        props.master = self.master
+        where = f"GitHub statuses for {self.owner}/{self.repo}"
+        try:
+            response = await self._http.get(f"/repos/{self.owner}/{self.repo}",
+                                            headers=await self._get_auth_header(props))
+        except Exception as e:
+            log.msg(f"{where}: GitHub did not answer at start ({e}); statuses will be tried as builds end")
+            return
+        verdict = {200: "the token is accepted", 401: "the token is refused (401): check github_status_token",
+                   403: "the token may not read the repository (403)",
+                   404: "the token cannot see the repository (404): check the name and the token's repositories"}
+        log.msg(f"{where}: {verdict.get(response.code, f'GitHub answered HTTP {response.code} at start')}")
 
     @staticmethod
     def _generators(plan_builder: str) -> list:
@@ -298,11 +326,13 @@ class CommitStatusPush(GitHubStatusPush):
         url = commit_page_url(self.www_url, sha)
         complete = build["complete"]
         if build["builder"]["name"] == self.plan_builder:
-            if complete:
-                self.cap.forget(build["buildid"])
             text = (f"{statusToString(build['results'])}: {build['state_string']}" if complete
                     else "evaluating the flake")
-            return [Status(sha, PLAN_CONTEXT, state_of(build["results"], complete), description(text), url)]
+            plan_status = Status(sha, PLAN_CONTEXT, state_of(build["results"], complete), description(text), url)
+            if not complete:
+                return [plan_status]
+            self.cap.forget(build["buildid"])
+            return [*await self._stages_not_run(build, sha, url), plan_status]
         facts = job_build_facts(props)
         if facts is None:
             return []
@@ -315,6 +345,16 @@ class CommitStatusPush(GitHubStatusPush):
         if complete and build["results"] in FAILED_RESULTS and parent and self.cap.claim(parent, job.name):
             return [Status(sha, context, state_of(build["results"], complete), text, url)]
         return []
+
+    async def _stages_not_run(self, build: dict, sha: str, url: str) -> list[Status]:
+        """Stages still pending when the plan build ends (cancelled, superseded, an
+        exception): their steps never started, so no step event will end them."""
+        plan = unsourced(build["properties"]).get("plan")
+        if not plan:
+            return []
+        steps = await self.master.data.get(("builds", build["buildid"], "steps"))
+        started = {self.stage_steps[s["name"]] for s in steps if s["name"] in self.stage_steps and s["complete"]}
+        return stages_not_run(Plan.from_json(plan), started, build["results"], sha, url, skip=(self.boot_stage,))
 
     async def _step_statuses(self, step: dict, build: dict) -> list[Status]:
         name = step["name"]
