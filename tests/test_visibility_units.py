@@ -91,6 +91,16 @@ def test_commit_page_table_has_failures_first_and_cached_jobs_from_the_plan():
     assert "already cached" in html and "reproducible" in html and "<script" not in html
 
 
+def test_commit_page_lists_planned_jobs_not_started():
+    waiting = Job("kernel", "x86_64-linux", "cross-system", "/nix/store/k.drv", False, JobStatus.BUILD)
+    plan = {"flake": "f", "jobs": [waiting.to_json()]}
+    running = Pipeline.of({**plan_build(1, 100), "complete": False, "results": None},
+                          {"branch": "main", "revision": REV1, "plan": plan})
+    assert [(r.outcome, r.reason) for r in job_rows(running, [])] == [(Outcome.RUNNING, "waiting for its stage")]
+    ended = pipeline(2, 100, REV1, plan=plan, results=FAILURE)
+    assert [r.outcome for r in job_rows(ended, [])] == [Outcome.CANCELLED]
+
+
 def test_commit_page_escapes_what_builds_say():
     p = pipeline(1, 100, REV1)
     rows = job_rows(p, [job_build(10, old_job("cookbook"), FAILURE, "<img src=x onerror=alert(1)>")])
@@ -156,3 +166,33 @@ def test_badge_is_svg_coloured_by_result():
 def test_trends_value_axis_has_round_ticks_over_the_largest_value(top, ticks):
     from redox_ci.master.svg import _ticks
     assert _ticks(top) == ticks
+
+
+@pytest.fixture
+def app_client():
+    from redox_ci.config import Settings
+    from redox_ci.master.commits_app import make_app
+    settings = Settings.model_validate({"flake": {"repo": "github:redox/flake", "branches": ["main"]}})
+    return make_app(settings).test_client()
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/commit.html?rev=not-a-revision", 400), ("/commit.html", 400), ("/commit.html?build=1;drop", 400),
+    ("/branch.html?branch=main;%20rm", 400), ("/trends.html?branch=..", 400),
+    ("/badge/main", 404), ("/badge/..%2Fetc.svg", 404),
+])
+def test_commit_page_refuses_bad_parameters_before_reading_anything(app_client, path, status):
+    # Refused before the data API is asked: this app has no master behind it.
+    r = app_client.get(path)
+    assert r.status_code == status
+    assert "default-src 'none'" in r.headers.get("Content-Security-Policy", "default-src 'none'")
+    assert b"<script" not in r.data
+
+
+def test_trends_setting_is_checked():
+    from pydantic import ValidationError
+
+    from redox_ci.config import WwwSettings
+    assert WwwSettings().trend_commits == 20
+    with pytest.raises(ValidationError):
+        WwwSettings(trend_commits=1)

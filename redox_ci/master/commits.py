@@ -275,7 +275,7 @@ def job_rows(pipeline: Pipeline, builds: Iterable[JobBuild],
     """Every job of a pipeline, failures first.
 
     Built jobs come from the builds the plan triggered (a rebuilt job: its newest build);
-    jobs the plan found cached were never triggered and come from the plan itself.
+    the plan's other jobs were found cached, are waiting for their stage, or never started.
     """
     repro = repro or {}
     rows: dict[str, JobRow] = {}
@@ -288,9 +288,15 @@ def job_rows(pipeline: Pipeline, builds: Iterable[JobBuild],
                             repro.get((facts.job.system, facts.job.attr)), _duration(jb.build))
     for data in (pipeline.plan or {}).get("jobs", []):
         job = Job.from_json(data)
-        if job.name not in rows and job.status == JobStatus.CACHED:
-            rows[job.name] = JobRow(job.name, JobFacts(job), Outcome.CACHED, "every output in the binary cache",
-                                    repro=repro.get((job.system, job.attr)))
+        if job.name in rows:
+            continue
+        if job.status == JobStatus.CACHED:
+            outcome, reason = Outcome.CACHED, "every output in the binary cache"
+        elif pipeline.outcome == Outcome.RUNNING:
+            outcome, reason = Outcome.RUNNING, "waiting for its stage"
+        else:
+            outcome, reason = Outcome.CANCELLED, "never started: the pipeline ended before its stage"
+        rows[job.name] = JobRow(job.name, JobFacts(job), outcome, reason, repro=repro.get((job.system, job.attr)))
     order = list(Outcome)
     return sorted(rows.values(), key=lambda r: (order.index(r.outcome), r.facts.job.system, r.facts.job.stage, r.name))
 
