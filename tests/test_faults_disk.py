@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from buildbot.process.properties import Properties
-from buildbot.process.results import EXCEPTION
+from buildbot.process.results import EXCEPTION, SUCCESS
 
 from redox_ci.master.jobs import keeps_outputs
 from redox_ci.master.schedulers import FORCE_SCHEDULER, PLAN_SCHEDULER
@@ -203,3 +203,49 @@ def test_disk_space_master_shows_not_built(full_disk_master):
 def test_disk_space_gcroots_only_for_default_branch_commits(scheduler, branch, keeps):
     props = Properties(plan_scheduler=scheduler, branch=branch)
     assert keeps_outputs(props, "main") is keeps
+
+
+@pytest.fixture(scope="module")
+def commits_master(tmp_path_factory):
+    """A master whose poller builds each commit on main (every 5 s), x86_64-linux only."""
+    yield from running_master(tmp_path_factory, "gcroots", nonce_fstools, systems=[SYSTEM],
+                              worker_kind="remote", poll_interval=5)
+
+
+def commit_plan(master, rev: str) -> dict:
+    """The finished plan build the commits scheduler started for ``rev``."""
+    def done():
+        for b in master.plan_builds():
+            req = master.api(f"buildrequests/{b['buildrequestid']}")["buildrequests"][0]
+            bs = master.api(f"buildsets/{req['buildsetid']}")["buildsets"][0]
+            if bs["sourcestamps"][0]["revision"] == rev and b["complete"]:
+                return b
+        return None
+    return wait_for(f"the pipeline of {rev}", done, BUILD_WAIT_SECONDS)
+
+
+def outputs_of(master, plan: dict) -> list[str]:
+    job = master.jobs(plan["buildid"])[f"{SYSTEM}.{ATTR}"]
+    steps = {s["name"]: s for s in master.steps(job["buildid"])}
+    assert steps["build"]["results"] == SUCCESS, steps["build"]["state_string"]
+    props = job["properties"]
+    return props["build_result"][0]["outputs"] if "build_result" in props else props["out_paths"][0]
+
+
+@pytest.mark.e2e
+def test_disk_space_gcroot_through_the_master(commits_master):
+    """A commit on main roots its outputs in the worker user's home; the next commit's replaces them."""
+    master = commits_master
+    root = master.setup.state / "workers" / "home" / ".local/state/redox-ci/gcroots" / f"{SYSTEM}.{ATTR}" / ATTR
+    new_fstools(master.setup.repo)
+    out1 = outputs_of(master, commit_plan(master, master_rev(master)))[0]
+    assert os.readlink(root) == out1
+    new_fstools(master.setup.repo)
+    out2 = outputs_of(master, commit_plan(master, master_rev(master)))[0]
+    assert out2 != out1 and os.readlink(root) == out2
+    assert out1 in dead_paths() and out2 not in dead_paths()
+
+
+def master_rev(master) -> str:
+    return subprocess.run(["git", "-C", str(master.setup.repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
