@@ -44,6 +44,13 @@ PART_CONCURRENCY = 4
 # upload_parallelism x PART_CONCURRENCY connections (32 by default), and a thread beyond
 # it would only wait for a connection (urllib3 warns "Connection pool is full").
 LOOKUP_PARALLELISM = 32
+# Keys per listing page: S3's maximum.
+LIST_PAGE_KEYS = 1000
+# A listing page costs about as much time as this many HEAD requests at LOOKUP_PARALLELISM
+# (a page is a few round trips, 32 HEADs in flight are 32 lookups per round trip); a
+# commit's lookups read at most that many pages, so a bucket that holds many more
+# narinfos than the plan asks about costs at most about twice the HEADs alone.
+HEADS_PER_LIST_PAGE = 150
 CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "ExpiredToken",
     "InvalidToken", "AuthorizationHeaderMalformed", "UnrecognizedClientException",
@@ -162,16 +169,58 @@ def read_object(client, settings: CacheSettings, key: str) -> bytes | None:
         raise describe(e, settings, f"reading {key}") from None
 
 
-def existing_keys(client, settings: CacheSettings, keys: Iterable[str]) -> set[str]:
-    """Which of ``keys`` exist, asked in parallel with HEAD requests (no object is read);
-    the first lookup that fails for another reason than "no such key" raises its error."""
-    keys = list(keys)
-    return {k for k, found in zip(keys, run_parallel(lambda k: key_exists(client, settings, k),
-                                                     keys, lookup_parallelism(settings))) if found}
+def existing_keys(client, settings: CacheSettings, keys: Iterable[str], page_keys: int = LIST_PAGE_KEYS) -> set[str]:
+    """Which of ``keys`` exist; no object is read.
+
+    Keys of one folder (the narinfos) are first answered from a listing of that folder, as
+    far as LIST_BUDGET allows: a page of ``page_keys`` keys is one request where a HEAD per
+    key is hundreds. The keys past what the listing reached, all keys when the listing is
+    not allowed (a read-only credential may lack s3:ListBucket), and keys of several
+    folders are asked with HEAD requests in parallel. The first failure for another reason
+    than "no such key" (or a listing denied) raises its error.
+    """
+    keys = sorted(set(keys))
+    found: set[str] = set()
+    folders = {k.rpartition("/")[0] for k in keys}
+    if len(folders) == 1:
+        listed, reached = list_folder(client, settings, folders.pop(), list_budget(len(keys)), page_keys)
+        found = {k for k in keys if k in listed}
+        keys = [k for k in keys if reached is not None and k > reached]
+    return found | {k for k, there in zip(keys, run_parallel(lambda k: key_exists(client, settings, k),
+                                                             keys, lookup_parallelism(settings))) if there}
 
 
 def lookup_parallelism(settings: CacheSettings) -> int:
     return min(LOOKUP_PARALLELISM, connection_pool_size(settings))
+
+
+def list_budget(lookups: int) -> int:
+    """Listing pages worth reading instead of ``lookups`` HEAD requests (at least one)."""
+    return max(1, lookups // HEADS_PER_LIST_PAGE)
+
+
+def list_folder(client, settings: CacheSettings, folder: str, pages: int,
+                page_keys: int = LIST_PAGE_KEYS) -> tuple[set[str], str | None]:
+    """The keys directly in ``folder``, at most ``pages`` pages of them, and how far the
+    listing reached: None when it was complete, else the last key listed (every key up to
+    it, in S3's order, was listed). Nothing listed and "" reached when listing is denied."""
+    listed: set[str] = set()
+    pager = client.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.bucket, Prefix=f"{folder}/" if folder else "", Delimiter="/",
+        PaginationConfig={"PageSize": page_keys})
+    try:
+        for n, page in enumerate(pager, 1):
+            contents = [o["Key"] for o in page.get("Contents", [])]
+            listed.update(contents)
+            if page.get("IsTruncated") and n >= pages:
+                # Keys and folders come in S3's order (bytes of UTF-8: str order for ASCII keys).
+                return listed, max([*contents, *(p["Prefix"] for p in page.get("CommonPrefixes", []))])
+    except (BotoCoreError, ClientError) as e:
+        error = describe(e, settings, f"listing {folder or 'the bucket'}")
+        if isinstance(error, AccessDenied):
+            return set(), ""
+        raise error from None
+    return listed, None
 
 
 def run_parallel(fn: Callable, items: list, parallelism: int) -> list:
