@@ -5,24 +5,31 @@ evaluation and the pipeline's per-job costs amount to. The generated flake keeps
 fixture's shape: four stages in the Redox order, host tools whose check phase prints
 cargo's ``test result:`` lines (half with ``doCheck`` off, so redox-ci turns it on),
 dependencies inside and across stages, and runner scripts that are not built.
+With ``--real`` it has the real flake's shape instead (``write_real_flake``): N
+attribute names over ``packages`` and ``checks`` of x86_64-linux and aarch64-linux in
+the real flake's proportions, checks that are packages' derivations, aliases, runner
+scripts made the writeShellScriptBin way (not built), import-from-derivation, and the
+aarch64-linux derivations built by an aarch64 busybox (emulated on an x86_64 host).
 Every derivation carries a salt: a new salt is a new revision in which nothing is
 built yet. Like the fixtures, it builds in Nix's sandbox with the static busybox that
-``redox_ci.fixture.install_busybox`` puts in the repository. The benchmarks also share
+``redox_ci.fixture.install_busybox`` puts in the repository, from the fixture's own
+derivation builders (``fixtures/redox-flake/builders.nix``). The benchmarks also share
 their Nix environment and output lines from here.
 
-    python bench/flakegen.py DEST [--attrs N] [--salt S] [--work ITERATIONS]
+    python bench/flakegen.py DEST [--attrs N] [--salt S] [--work ITERATIONS] [--real]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from redox_ci.fixture import commit_all, git, install_busybox
+from redox_ci.fixture import REDOX_FIXTURE, commit_all, git, install_aarch64_busybox, install_busybox
 from redox_ci.flake import flake_ref_for
 from redox_ci.nix import FLAKE_FEATURES
 
@@ -37,6 +44,8 @@ STAGE_PREFIX = {"host-tools": "host", "cross-system": "sys", "cross-userspace": 
 TESTS_PER_HOST_TOOL = 5
 # Runner scripts as the Redox flake has them: packages, but not build artefacts.
 RUNNERS = ("runQemu", "bootTest")
+# The fixture's derivations (mkPkg, writeShellScriptBin, ...), copied beside every generated flake.
+BUILDERS_NIX = REDOX_FIXTURE / "builders.nix"
 
 
 @dataclass(frozen=True)
@@ -93,42 +102,11 @@ FLAKE_TEMPLATE = """{
   outputs = { self }:
     let
       system = "@SYSTEM@";
-      salt = "@SALT@";
       busybox = "${./tools}/busybox";
-      mkPkg = attrs:
-        let
-          args = { doCheck = false; checkPhase = ""; deps = [ ]; } // attrs;
-          drv = derivation {
-            inherit system salt;
-            inherit (args) doCheck checkPhase deps;
-            name = args.pname;
-            builder = busybox;
-            SOURCE_DATE_EPOCH = "1";
-            work = "@WORK@";
-            args = [ "sh" "-c" ''
-              set -e
-              mkdir -p $out
-              i=0; while [ $i -lt $work ]; do i=$((i+1)); done
-              if [ -n "$doCheck" ]; then eval "$checkPhase"; fi
-              echo ${args.pname} > $out/name
-              for d in $deps; do echo "$d" >> $out/deps; done
-            '' ];
-          };
-        in drv // {
-          inherit (args) doCheck;
-          overrideAttrs = f: mkPkg (args // f args);
-        };
-      cargoOk = name: n: ''
-        echo "     Running unittests src/lib.rs (target/release/deps/${name}-0123456789abcdef)"
-        echo "running ${toString n} tests"
-        i=0; while [ $i -lt ${toString n} ]; do echo "test tests::case_$i ... ok"; i=$((i+1)); done
-        echo "test result: ok. ${toString n} passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
-      '';
-      runner = name: derivation {
-        inherit system name;
-        builder = busybox;
-        args = [ "sh" "-c" "mkdir -p $out/bin; echo ${name} > $out/bin/${name}" ];
-      };
+      inherit (import ./builders.nix { inherit system busybox; extra = { salt = "@SALT@"; }; })
+        mkPkg cargoOk writeShellScriptBin;
+      work = "i=0; while [ $i -lt @WORK@ ]; do i=$((i+1)); done";
+      runner = name: writeShellScriptBin name "echo ${name}";
       pkgs = rec {
 @PACKAGES@
       };
@@ -142,7 +120,7 @@ FLAKE_TEMPLATE = """{
 
 
 def package_line(attr: str, deps: list[str], host_index: int | None) -> str:
-    fields = [f'pname = "{attr}";', "deps = [ " + "".join(f"{d} " for d in deps) + "];"]
+    fields = [f'pname = "{attr}";', "deps = [ " + "".join(f"{d} " for d in deps) + "];", "buildPhase = work;"]
     if host_index is not None:
         fields.append(f"doCheck = {'false' if host_index % 2 else 'true'};")
         fields.append(f'checkPhase = cargoOk "{attr}" {TESTS_PER_HOST_TOOL};')
@@ -171,8 +149,203 @@ def write_flake(repo: Path, n: int, salt: str | None = None, work: int = 0) -> s
     if not (repo / ".git").exists():
         git(repo, "init", "-q", "-b", "main")
     install_busybox(repo)
+    shutil.copyfile(BUILDERS_NIX, repo / BUILDERS_NIX.name)
     (repo / "flake.nix").write_text(flake_text(layout(n), salt, work))
     return commit_all(repo, f"benchmark flake: {n} attributes, salt {salt}")
+
+
+# ---------------------------------------------------------------- the real flake's shape
+
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+# Per system, as brittonr/nix-redox has them (see /work/shared/redox-flake.md): 176
+# packages and 211 checks. Of the packages 9 are aliases, 43 runner scripts (made by
+# writeShellScriptBin, each copying a disk image in; 15 of them VM test scripts), 20 disk
+# images, 4 host tools and 12 system crates; the rest userspace. Of the checks 173 are
+# module tests, 5 tiers and formatting, the rest packages' own derivations (host and cross
+# builds, the VM test scripts).
+REAL_PACKAGES, REAL_CHECKS = 176, 211
+REAL_SHARES = {"aliases": 9, "runners": 43, "vm_tests": 15, "images": 20, "host": 4, "system": 12}
+REAL_MODULE_TESTS = 173
+TIERS = ("tier-eval", "tier-host", "tier-cross", "tier-vm", "formatting")
+# Userspace packages an image copies in.
+IMAGE_CONTENTS = 4
+
+
+@dataclass(frozen=True)
+class RealLayout:
+    """The names of one system of a real-shaped flake, in groups (both systems alike)."""
+
+    host: list[str]
+    system: list[str]
+    user: list[str]
+    images: list[str]
+    runners: list[str]  # writeShellScriptBin scripts, the first ones VM test scripts
+    vm_tests: list[str]
+    aliases: dict[str, str]  # alias -> the package it names (an image or a runner)
+    module_tests: list[str]
+    package_checks: dict[str, str]  # check -> the package whose derivation it is
+
+    @property
+    def packages(self) -> list[str]:
+        return [*self.host, *self.system, *self.user, *self.images, *self.runners, *self.aliases]
+
+    @property
+    def checks(self) -> list[str]:
+        return [*self.module_tests, *self.package_checks, *TIERS]
+
+    @property
+    def jobs_per_system(self) -> int:
+        """Distinct derivations the plan builds: no alias, no check that is a package, no script."""
+        return len(self.host) + len(self.system) + len(self.user) + len(self.images) + len(self.module_tests) + len(TIERS)
+
+
+def _share(total: int, part: int, whole: int) -> int:
+    return max(1, round(total * part / whole))
+
+
+def real_layout(n: int) -> RealLayout:
+    """``n`` attribute names over both systems (``n // 2`` each: packages and checks) in
+    the real flake's proportions. ``--attrs 800`` is about the real flake's 2 x 387."""
+    per_system = n // len(SYSTEMS)
+    packages = _share(per_system, REAL_PACKAGES, REAL_PACKAGES + REAL_CHECKS)
+    checks = per_system - packages
+    size = {k: _share(packages, v, REAL_PACKAGES) for k, v in REAL_SHARES.items()}
+    user = packages - sum(size[k] for k in ("aliases", "runners", "images", "host", "system"))
+    module_tests = _share(checks, REAL_MODULE_TESTS, REAL_CHECKS)
+    n_package_checks = checks - module_tests - len(TIERS)
+    if user < 1 or n_package_checks < 1:
+        raise ValueError(f"need at least {MIN_REAL_ATTRS} attributes for the real flake's shape; got {n}")
+    host = [f"hosttool{i:02d}" for i in range(size["host"])]
+    system = [f"sys{i:03d}" for i in range(size["system"])]
+    images = [f"redox-image{i:03d}" for i in range(size["images"])]
+    vm_tests = [f"vmTest{i:03d}" for i in range(min(size["vm_tests"], size["runners"]))]
+    runners = vm_tests + [f"run-redox-image{i:03d}-qemu" for i in range(size["runners"] - len(vm_tests))]
+    targets = [*images, *runners]
+    aliases = {f"alias{i:03d}": targets[i * 7 % len(targets)] for i in range(size["aliases"])}
+    # Checks that are packages: every host tool built, the VM test scripts, then cross builds.
+    pool = [*host, *vm_tests, *system, *images, *[f"user{i:03d}" for i in range(user)]]
+    package_checks = {f"{p}-build" if p not in vm_tests else f"{p}-check": p for p in pool[:n_package_checks]}
+    return RealLayout(host, system, [f"user{i:03d}" for i in range(user)], images, runners, vm_tests, aliases,
+                      [f"eval-module{i:03d}" for i in range(module_tests)], package_checks)
+
+
+MIN_REAL_ATTRS = 2 * (len(REAL_SHARES) + len(TIERS) + 6)
+
+REAL_TEMPLATE = """{
+  # Generated by bench/flakegen.py: the shape of brittonr/nix-redox with @N@ attribute
+  # names over two systems: packages and checks sharing derivations, aliases, runner
+  # scripts made the writeShellScriptBin way, import-from-derivation, aarch64-linux
+  # built by an aarch64 busybox.
+  description = "redox-ci benchmark flake, real shape (@N@ attributes)";
+
+  outputs = { self }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      perSystem = system:
+        let
+          busybox = if system == "x86_64-linux" then "${./tools}/busybox" else "${./tools-aarch64}/busybox";
+          inherit (import ./builders.nix { inherit system busybox; extra = { salt = "@SALT@"; }; })
+            mkPkg simple cargoOk writeShellScriptBin moduleTest;
+          # Import-from-derivation, as crane's vendorCargoDeps: the host tools' test count.
+          hostTests = import (derivation {
+            inherit system;
+            name = "host-tests.nix";
+            builder = busybox;
+            salt = "@SALT@";
+            args = [ "sh" "-c" "echo @TESTS_PER_HOST_TOOL@ > $out" ];
+          });
+          image = pname: deps: mkPkg {
+            inherit pname deps;
+            buildPhase = "printf 'REDOXFS benchmark disk image' > $out/redox.img";
+          };
+          runner = name: img: writeShellScriptBin name "cp ${img}/redox.img $TMPDIR/redox.img";
+          packages = rec {
+@PACKAGES@
+          };
+          moduleTests = {
+@MODULE_TESTS@
+          };
+        in {
+          inherit packages;
+          checks = moduleTests // {
+@CHECKS@
+            tier-eval = simple "tier-eval" (builtins.attrValues moduleTests);
+            tier-host = simple "tier-host" [ @HOST@ ];
+            tier-cross = simple "tier-cross" [ @IMAGES@ ];
+            tier-vm = simple "tier-vm" [ @VM_TESTS@ ];
+            formatting = moduleTest "formatting";
+          };
+        };
+      bySystem = builtins.listToAttrs (map (s: { name = s; value = perSystem s; }) systems);
+      each = f: builtins.mapAttrs (_: f) bySystem;
+    in {
+      packages = each (s: s.packages);
+      checks = each (s: s.checks);
+      # Never built: functions and apps.
+      legacyPackages = each (_: { mkRedoxSystem = { modules }: modules; });
+      apps = each (s: { default = { type = "app"; program = "${s.packages.@FIRST_RUNNER@}/bin/@FIRST_RUNNER@"; }; });
+    };
+}
+"""
+
+
+def real_package_lines(lay: RealLayout) -> list[str]:
+    lines = []
+    for i, a in enumerate(lay.host):
+        checks = "true" if i % 2 == 0 else "false"  # half off: redox-ci turns them on
+        lines.append(f'{a} = mkPkg {{ pname = "{a}"; doCheck = {checks}; checkPhase = cargoOk "{a}" hostTests; }};')
+    for i, a in enumerate(lay.system):
+        lines.append(f'{a} = simple "{a}" [ {lay.system[(i - 1) // 2] if i else ""} ];')
+    for i, a in enumerate(lay.user):
+        lines.append(f'{a} = simple "{a}" [ {lay.system[-1]} {lay.host[i % len(lay.host)]} ];')
+    for i, a in enumerate(lay.images):
+        contents = [lay.user[(i * IMAGE_CONTENTS + k) % len(lay.user)] for k in range(IMAGE_CONTENTS)]
+        lines.append(f'{a} = image "{a}" [ {lay.system[0]} {" ".join(contents)} ];')
+    for i, a in enumerate(lay.runners):
+        lines.append(f'{a} = runner "{a}" {lay.images[i % len(lay.images)]};')
+    lines += [f"{alias} = {target};" for alias, target in lay.aliases.items()]
+    return lines
+
+
+def real_flake_text(lay: RealLayout, salt: str) -> str:
+    if not salt.isalnum():
+        raise ValueError(f"salt must be letters and digits, got {salt!r}")
+    indent = " " * 12
+    fill = {
+        "@N@": str(2 * (len(lay.packages) + len(lay.checks))),
+        "@SALT@": salt,
+        "@TESTS_PER_HOST_TOOL@": str(TESTS_PER_HOST_TOOL),
+        "@PACKAGES@": "\n".join(indent + line for line in real_package_lines(lay)),
+        "@MODULE_TESTS@": "\n".join(f'{indent}{m} = moduleTest "{m}";' for m in lay.module_tests),
+        "@CHECKS@": "\n".join(f"{indent}{c} = packages.{p};" for c, p in lay.package_checks.items()),
+        "@HOST@": " ".join(f"packages.{h}" for h in lay.host),
+        "@IMAGES@": " ".join(f"packages.{i}" for i in lay.images),
+        "@VM_TESTS@": " ".join(f"packages.{v}" for v in lay.vm_tests),
+        "@FIRST_RUNNER@": lay.runners[0],
+    }
+    text = REAL_TEMPLATE
+    for key, value in fill.items():
+        text = text.replace(key, value)
+    return text
+
+
+def write_real_flake(repo: Path, n: int, salt: str | None = None) -> str:
+    """Write a real-shaped flake of ``n`` names into ``repo`` and commit; returns the revision."""
+    salt = salt or uuid.uuid4().hex
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    install_busybox(repo)
+    install_aarch64_busybox(repo)
+    shutil.copyfile(BUILDERS_NIX, repo / BUILDERS_NIX.name)
+    (repo / "flake.nix").write_text(real_flake_text(real_layout(n), salt))
+    return commit_all(repo, f"benchmark flake, real shape: {n} attributes, salt {salt}")
+
+
+def real_plan_settings_toml(lay: RealLayout) -> str:
+    """The ``[plan]`` table for a real-shaped flake: host tools' tests, stages in build order."""
+    return plan_toml(lay.host, {"host-tools": lay.host, "cross-system": lay.system, "cross-userspace": lay.user,
+                                "images": lay.images, "module-tests": [*lay.module_tests, *TIERS]})
 
 
 def flake_ref(repo: Path, rev: str) -> str:
@@ -205,8 +378,12 @@ def timing_line(label: str, values: list[float]) -> str:
 
 def plan_settings_toml(lay: Layout) -> str:
     """The ``[plan]`` table that gives the generated attributes their stages and checks."""
-    lines = ["[plan]", f"checks = {_toml_list(lay.checks)}", "", "[plan.stages]"]
-    lines += [f'"{stage}" = {_toml_list(attrs)}' for stage, attrs in lay.stages.items()]
+    return plan_toml(lay.checks, lay.stages)
+
+
+def plan_toml(checks: list[str], stages: dict[str, list[str]]) -> str:
+    lines = ["[plan]", f"checks = {_toml_list(checks)}", "", "[plan.stages]"]
+    lines += [f'"{stage}" = {_toml_list(attrs)}' for stage, attrs in stages.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -220,8 +397,13 @@ def main() -> None:
     parser.add_argument("--attrs", type=attr_count, default=200, help="number of packages (default 200)")
     parser.add_argument("--salt", help="salt for every derivation (default: random)")
     parser.add_argument("--work", type=int, default=0, help="busy-loop iterations per build (default 0)")
+    parser.add_argument("--real", action="store_true",
+                        help="the real flake's shape: --attrs names over packages and checks of two systems")
     args = parser.parse_args()
-    print(write_flake(args.dest, args.attrs, args.salt, args.work))
+    if args.real:
+        print(write_real_flake(args.dest, args.attrs, args.salt))
+    else:
+        print(write_flake(args.dest, args.attrs, args.salt, args.work))
 
 
 if __name__ == "__main__":

@@ -80,10 +80,7 @@ def make_fixture_repo(dest: Path, source: Path = REDOX_FIXTURE, branch: str = "m
     shutil.copytree(source, dest, dirs_exist_ok=True)
     install_busybox(dest)
     if "tools-aarch64" in (source / "flake.nix").read_text():
-        target = dest / TOOLS_AARCH64_DIR / "busybox"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(aarch64_busybox(), target)
-        target.chmod(0o755)
+        install_aarch64_busybox(dest)
     if (source / BOOTSTUB_DIR).is_dir():
         for scenario, name in BOOTSTUB_SCENARIOS.items():
             (dest / BOOTSTUB_DIR / name).write_bytes(bootstub(scenario=scenario, source=source / BOOTSTUB_DIR))
@@ -98,6 +95,16 @@ def install_busybox(dest: Path) -> Path:
         check_static_busybox(BUSYBOX)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(BUSYBOX, target)
+        target.chmod(0o755)
+    return target
+
+
+def install_aarch64_busybox(dest: Path) -> Path:
+    """Copy the aarch64 static busybox to ``dest/tools-aarch64/busybox`` (kept if already there)."""
+    target = dest / TOOLS_AARCH64_DIR / "busybox"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aarch64_busybox(), target)
         target.chmod(0o755)
     return target
 
