@@ -23,7 +23,9 @@ import requests
 import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
+from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.fixture import commit_all, git, make_fixture_repo
+from redox_ci.local import CacheWiring, signing_key
 from tests.master_support import BUILD_WAIT_SECONDS, free_port, make_master, require_buildbot
 from tests.support import wait_for
 
@@ -120,7 +122,13 @@ def metrics_port():
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory, github, metrics_port):
+def s3(tmp_path_factory):
+    with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory, github, metrics_port, s3):
     settings = f"""
 [github_status]
 enabled = true
@@ -138,7 +146,12 @@ listen = "127.0.0.1:{metrics_port}"
     make_fixture_repo(repo)
     (repo / "flake.nix").write_text(with_broken_packages((repo / "flake.nix").read_text()))
     commit_all(repo, "two packages broken on purpose")
-    m = make_master(tmp, repo, worker_kind="remote", extra_toml=settings)
+    # A cache, so that the metrics have pushes and, on a second run, hits.
+    key_file, public_key = signing_key(tmp_path_factory.mktemp("keys"))
+    # The server takes any credentials (unless it checks them).
+    credentials = s3.credentials or {"aws_access_key_id": "AKIAVISIBILITY0TEST", "aws_secret_access_key": "visibility"}
+    cache = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
+    m = make_master(tmp, repo, worker_kind="remote", extra_toml=settings, cache=cache)
     # The token must be in the secrets file before the master starts (it checks at start).
     secrets = m.setup.secrets_file
     secrets.write_text(tomli_w.dumps({**tomllib.loads(secrets.read_text()), "github_status_token": TOKEN}))
@@ -279,6 +292,11 @@ def boot_complete(props: dict) -> float | None:
 def test_metrics_match_the_builds_that_ran(pipeline, master, metrics_port):
     from buildbot.process.results import statusToString
 
+    # Again at the branch tip: what the first run pushed is cached now. Forced without a
+    # revision, it has no commit to post statuses to.
+    again = master.forced_build(master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"]))
+    assert again["results"] == 0
+
     builds = [b for b in master.api("builds", property="*")["builds"] if b["complete"]]
     plan_id = master.builder_id("redox/plan")
     plans = [b for b in builds if b["builderid"] == plan_id]
@@ -317,6 +335,10 @@ def test_metrics_match_the_builds_that_ran(pipeline, master, metrics_port):
     planned = [j for b in plans for j in b["properties"]["plan"][0]["jobs"]]
     assert m[("redox_ci_cache_misses_total", ())] == sum(j["status"] == "build" for j in planned)
     assert m[("redox_ci_cache_hits_total", ())] == sum(j["status"] == "cached" for j in planned)
+    assert m[("redox_ci_cache_hits_total", ())] >= 2  # cookbook and redoxfs, the second time
+    pushes = [b["properties"]["push_result"][0] for _, b in jobs if "push_result" in b["properties"]]
+    assert m[("redox_ci_cache_pushed_paths_total", ())] == sum(len(p["pushed"]) for p in pushes) > 0
+    assert m[("redox_ci_cache_pushed_bytes_total", ())] == sum(p["bytes_uploaded"] for p in pushes) > 0
     assert m[("redox_ci_queue_length", ())] == 0
     # Bounded labels: nothing names an attribute or a build.
     assert not any(k in dict(labels) for (_, labels) in m for k in ("attr", "buildid", "build", "revision"))

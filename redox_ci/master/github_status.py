@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Mapping
-from urllib.parse import urlencode
 
 from buildbot import interfaces
 from buildbot.data import resultspec
@@ -37,7 +36,8 @@ from ..config import LoadedSettings
 from ..plan import Job, JobStatus, Plan
 from ..secrets_file import GITHUB_STATUS_TOKEN
 from .boot import BOOT_STAGE
-from .commits import job_build_facts, unsourced
+from .commits import Commit, job_build_facts, unsourced
+from .commits_view import Urls
 from .pipeline import PLAN_BUILDER
 
 CONTEXT_PREFIX = "redox-ci"
@@ -68,7 +68,7 @@ class Status:
 
 def commit_page_url(www_url: str, sha: str) -> str:
     """The commit's page in the web UI (the Commits dashboard's), which every status links to."""
-    return f"{www_url}plugins/wsgi_dashboards/commits/commit.html?{urlencode({'rev': sha})}"
+    return Urls(www_url).commit(Commit(sha, []))
 
 
 def stage_context(stage: str) -> str:
@@ -209,8 +209,8 @@ def response_headers(response) -> dict[str, str]:
 
 @implementer(interfaces.IReportGenerator)
 class PlanStepGenerator:
-    """Reports the plan build's steps as they finish: the plan step (the stages become
-    pending) and each stage step (the stage's status)."""
+    """Reports the plan build's steps as they finish: once the plan is known its stages
+    become pending, and each stage step's end is its stage's status."""
 
     wanted_event_keys: ClassVar[list] = [("steps", None, "finished")]
 
@@ -262,6 +262,8 @@ class CommitStatusPush(GitHubStatusPush):
         # Kept across reconfigurations: posts in flight and their order.
         self._last: dict[tuple[str, str], defer.Deferred] = getattr(self, "_last", {})
         self._waits: set[defer.Deferred] = getattr(self, "_waits", set())
+        # Plan builds whose stages went pending.
+        self._planned: set[int] = getattr(self, "_planned", set())
         await super().reconfigService(token, baseURL=baseURL, generators=self._generators(plan_builder), **kwargs)
         # Not awaited: a slow or absent GitHub must not hold up the master's start.
         defer.ensureDeferred(self._check_access()).addErrback(log.err, "GitHub statuses: access check")
@@ -332,6 +334,7 @@ class CommitStatusPush(GitHubStatusPush):
             if not complete:
                 return [plan_status]
             self.cap.forget(build["buildid"])
+            self._planned.discard(build["buildid"])
             return [*await self._stages_not_run(build, sha, url), plan_status]
         facts = job_build_facts(props)
         if facts is None:
@@ -357,10 +360,13 @@ class CommitStatusPush(GitHubStatusPush):
         return stages_not_run(Plan.from_json(plan), started, build["results"], sha, url, skip=(self.boot_stage,))
 
     async def _step_statuses(self, step: dict, build: dict) -> list[Status]:
-        name = step["name"]
-        if name != "plan" and name not in self.stage_steps:
+        """The stages become pending with the first step that ends with the plan known;
+        each stage step's end is its stage's status."""
+        name, buildid = step["name"], build["buildid"]
+        stage = self.stage_steps.get(name)
+        if buildid in self._planned and stage is None:
             return []
-        props = unsourced(await self.master.data.get(("builds", build["buildid"], "properties")))
+        props = unsourced(await self.master.data.get(("builds", buildid, "properties")))
         buildrequest = await self.master.data.get(("buildrequests", build["buildrequestid"]))
         buildset = await self.master.data.get(("buildsets", buildrequest["buildsetid"]))
         sha = await self._sha(buildset, props)
@@ -368,17 +374,19 @@ class CommitStatusPush(GitHubStatusPush):
             return []
         plan = Plan.from_json(props["plan"])
         url = commit_page_url(self.www_url, sha)
-        if name == "plan":
-            return stage_pending(plan, sha, url, skip=(self.boot_stage,))
-        stage = self.stage_steps[name]
-        if stage == self.boot_stage or step["results"] == SKIPPED:
-            return []
-        results = await self._children_results(build["buildid"], stage)
+        out = []
+        if buildid not in self._planned:  # decided at once: one pending per stage, before its end
+            self._planned.add(buildid)
+            out = [s for s in stage_pending(plan, sha, url, skip=(self.boot_stage,))
+                   if stage is None or s.context != stage_context(stage)]
+        if stage is None or stage == self.boot_stage or step["results"] == SKIPPED:
+            return out
+        results = await self._children_results(buildid, stage)
         failed = sorted(n for n, r in results.items() if r in FAILED_RESULTS)
-        unlisted = [n for n in failed if not self.cap.claim(build["buildid"], n)]
+        unlisted = [n for n in failed if not self.cap.claim(buildid, n)]
         cached = sum(1 for j in plan.jobs if j.stage == stage and j.status == JobStatus.CACHED)
-        return [Status(sha, stage_context(stage), stage_state(results, step["results"]),
-                       stage_summary(results, cached, unlisted), url)]
+        return [*out, Status(sha, stage_context(stage), stage_state(results, step["results"]),
+                             stage_summary(results, cached, unlisted), url)]
 
     async def _children_results(self, plan_buildid: int, stage: str) -> dict[str, int]:
         """Job name -> result of the builds the plan build started for ``stage``."""
