@@ -71,6 +71,14 @@ def commit_page_url(www_url: str, sha: str) -> str:
     return Urls(www_url).commit(Commit(sha, []))
 
 
+def revision_of(buildset: dict | None, props: dict) -> str | None:
+    """The commit a build is for; None for a build forced at a branch tip (no status)."""
+    for ss in (buildset or {}).get("sourcestamps") or []:
+        if ss.get("revision"):
+            return ss["revision"]
+    return props.get("got_revision") or props.get("revision") or None
+
+
 def stage_context(stage: str) -> str:
     return f"{CONTEXT_PREFIX}/stage/{stage}"
 
@@ -314,15 +322,9 @@ class CommitStatusPush(GitHubStatusPush):
             for status in statuses:
                 await self._post_in_order(status)
 
-    async def _sha(self, buildset: dict | None, props: dict) -> str | None:
-        for ss in (buildset or {}).get("sourcestamps") or []:
-            if ss.get("revision"):
-                return ss["revision"]
-        return props.get("got_revision") or props.get("revision") or None
-
     async def _build_statuses(self, build: dict) -> list[Status]:
         props = unsourced(build["properties"])
-        sha = await self._sha(build.get("buildset"), props)
+        sha = revision_of(build.get("buildset"), props)
         if not sha:
             return []
         url = commit_page_url(self.www_url, sha)
@@ -369,7 +371,7 @@ class CommitStatusPush(GitHubStatusPush):
         props = unsourced(await self.master.data.get(("builds", buildid, "properties")))
         buildrequest = await self.master.data.get(("buildrequests", build["buildrequestid"]))
         buildset = await self.master.data.get(("buildsets", buildrequest["buildsetid"]))
-        sha = await self._sha(buildset, props)
+        sha = revision_of(buildset, props)
         if not sha or not props.get("plan"):
             return []
         plan = Plan.from_json(props["plan"])
