@@ -11,6 +11,7 @@ file is gone from the worker's build directories, and the push's log said it was
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -20,15 +21,13 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import FAILURE, SUCCESS
 
-from redox_ci.cache.keys import generate_keypair
+from redox_ci.cache.keys import generate_keypair, parse_secret_key
 from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.fixture import commit_all
 from redox_ci.local import CacheWiring
 from redox_ci.master.cache import KEY_FILE
 from tests.cache_support import Fault, FaultProxy, upstream_of
 from tests.master_support import running_master
-
-pytestmark = pytest.mark.e2e
 
 # Short lines, so that the key's 88 base64 characters make several lines to look for.
 WRAP = 24
@@ -99,6 +98,7 @@ def all_builds(master) -> list[dict]:
     return master.api("builds", property="*")["builds"]
 
 
+@pytest.mark.e2e
 def test_multiline_secret_signs_the_push(master, key, pushed):
     _, job = pushed
     assert job["results"] == SUCCESS, job["state_string"]
@@ -111,6 +111,7 @@ def test_multiline_secret_signs_the_push(master, key, pushed):
     assert f"/build/{KEY_FILE} (mode 0600)" in stdio, stdio
 
 
+@pytest.mark.e2e
 def test_multiline_secret_file_removed_after_the_push(master, pushed):
     _, job = pushed
     names = [s["name"] for s in master.steps(job["buildid"])]
@@ -125,6 +126,7 @@ def assert_no_key_file(master) -> None:
     assert not [p for d in build_dirs for p in d.iterdir() if p.name == KEY_FILE]
 
 
+@pytest.mark.e2e
 def test_multiline_secret_not_in_logs_properties_or_database(master, key, pushed):
     lines = key_lines(key[0])
     builds = all_builds(master)
@@ -144,6 +146,7 @@ def test_multiline_secret_not_in_logs_properties_or_database(master, key, pushed
         assert line.encode() not in database, "a line of the key is in the database"
 
 
+@pytest.mark.e2e
 def test_multiline_secret_removed_after_a_failed_push(master, proxy, pushed):
     """Last in this module: every upload is answered 503, the push fails, the key file goes all the same."""
     flake = master.setup.repo / "flake.nix"
@@ -156,3 +159,14 @@ def test_multiline_secret_removed_after_a_failed_push(master, proxy, pushed):
     assert proxy.requests("PUT"), "the push reached the upload"
     assert master.step(job["buildid"], "remove signing key")["results"] == SUCCESS
     assert_no_key_file(master)
+
+
+@pytest.mark.unit
+def test_multiline_secret_key_parses_as_nix_reads_it():
+    """Nix's base64 reader skips newlines: a wrapped key is the same key; a CR is not skipped."""
+    raw = bytes(range(64))
+    one_line = "k-1:" + base64.b64encode(raw).decode()
+    assert parse_secret_key(wrapped(one_line)) == parse_secret_key(one_line) == ("k-1", raw)
+    assert len(wrapped(one_line).splitlines()) == 4
+    with pytest.raises(ValueError, match="not valid base64"):
+        parse_secret_key(wrapped(one_line).replace("\n", "\r\n"))
