@@ -21,7 +21,7 @@ import requests
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
 from redox_ci.fixture import commit_all, git, set_host_tool_tests, slow_boot  # noqa: E402
-from redox_ci.master.commits import job_facts, unsourced  # noqa: E402
+from redox_ci.master.commits import job_facts, reason_of, unsourced  # noqa: E402
 from tests.browser_support import BUILD_WAIT_SECONDS, browser, click, find, require_browser, wait  # noqa: E402
 from tests.master_support import running_master  # noqa: E402
 
@@ -34,8 +34,8 @@ SYSTEM = "x86_64-linux"
 # The second commit: cookbook's tests (9 in the fixture) and a slower boot.
 COOKBOOK_TESTS = 9, 12
 SLOWER_BOOT_US = 10_000_000
-# A page as tall as the job table, for screenshots.
-SHOT_SIZE = (1400, 1600)
+# A window as tall as the job table and the four charts, for screenshots.
+SHOT_SIZE = (1400, 1000)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_commit_page_has_every_job_with_its_numbers(master, commits, page, shots
         facts = job_facts(unsourced(b["properties"]))
         row = shown[name]
         assert row[3] == {0: "SUCCESS", 1: "WARNINGS", 2: "FAILURE", 3: "SKIPPED"}[b["results"]], name
-        assert row[4] == b["state_string"], name
+        assert row[4] == reason_of(b["state_string"]), name
         if facts.tests:
             assert row[5:9] == [str(facts.tests.passed), str(facts.tests.failed), str(facts.tests.ignored),
                                 facts.tests.kind], name

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from redox_ci.master.commits import (JobBuild, Outcome, Pipeline, Series, commits_of, job_facts, job_rows,
-                                     repro_verdicts, time_tolerance, trends, unsourced)
+                                     reason_of, repro_verdicts, time_tolerance, trends, unsourced)
 from redox_ci.master.commits_view import Urls, commit_page, trends_page
 from redox_ci.master.svg import Line, badge, line_chart
 from redox_ci.plan import Job, JobStatus
@@ -101,6 +101,14 @@ def test_commit_page_lists_planned_jobs_not_started():
     assert [r.outcome for r in job_rows(ended, [])] == [Outcome.CANCELLED]
 
 
+@pytest.mark.parametrize("state, reason", [
+    ("build successful cookbook: 9 passed", "cookbook: 9 passed"), ("failed installer: tests failed", "installer: tests failed"),
+    ("skipped: boot-qemu: no worker", "boot-qemu: no worker"), ("build successful", "build successful"),
+    ("failed", "failed"), ("cookbook: built", "cookbook: built")])
+def test_commit_page_reason_leaves_out_the_result_words(state, reason):
+    assert reason_of(state) == reason
+
+
 def test_commit_page_escapes_what_builds_say():
     p = pipeline(1, 100, REV1)
     rows = job_rows(p, [job_build(10, old_job("cookbook"), FAILURE, "<img src=x onerror=alert(1)>")])
@@ -166,6 +174,11 @@ def test_badge_is_svg_coloured_by_result():
 def test_trends_value_axis_has_round_ticks_over_the_largest_value(top, ticks):
     from redox_ci.master.svg import _ticks
     assert _ticks(top) == ticks
+
+
+def test_trends_counts_have_whole_ticks():
+    from redox_ci.master.svg import _ticks
+    assert _ticks(1, whole=True) == [0, 1] and _ticks(3, whole=True) == [0, 1, 2, 3]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ property contract is one edit there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -45,6 +46,16 @@ class Outcome(StrEnum):
 
 # Buildbot's result codes that are not a member name: RETRY is a build about to run again.
 _RESULT_OUTCOMES = {"retry": Outcome.RUNNING}
+
+
+# Words Buildbot (and the report builder) put before a finished build's summary; the page
+# shows the result in a column of its own.
+_RESULT_WORDS = re.compile(r"^(build successful|failed|warnings|exception|retry|cancelled|skipped:)\s+(?=\S)")
+
+
+def reason_of(state_string: str) -> str:
+    """A finished build's summary without the result words in front of it."""
+    return _RESULT_WORDS.sub("", state_string or "")
 
 
 def outcome_of(build: dict | None) -> Outcome:
@@ -283,7 +294,7 @@ def job_rows(pipeline: Pipeline, builds: Iterable[JobBuild],
         facts = job_facts(jb.props)
         name = jb.props.get("virtual_builder_name") or facts.job.name
         outcome = outcome_of(jb.build)
-        reason = jb.build.get("state_string") or facts.job.reason
+        reason = reason_of(jb.build.get("state_string") or "") or facts.job.reason
         rows[name] = JobRow(name, facts, outcome, reason, jb.url, list(jb.logs),
                             repro.get((facts.job.system, facts.job.attr)), _duration(jb.build))
     for data in (pipeline.plan or {}).get("jobs", []):

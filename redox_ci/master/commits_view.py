@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlencode
 
-from .commits import Commit, JobRow, Outcome, Pipeline, Series, Trends, outcome_counts
+from .commits import Commit, JobRow, Outcome, Pipeline, Series, Trends, outcome_counts, reason_of
 from .svg import SHORT_REV, Line, legend, line_chart
 
 DASHBOARD_NAME = "commits"
@@ -107,7 +107,7 @@ def commit_list(branch: str, commits: list[Commit], urls: Urls, limit: int | Non
         more = f" ({len(c.pipelines)} pipelines)" if len(c.pipelines) > 1 else ""
         rows.append(f"<tr><td><a href=\"{escape(urls.commit(c))}\">{_rev(c)}</a></td>"
                     f"{_outcome_cell(p.outcome)}<td>{escape(how)}{escape(more)}</td>"
-                    f"<td>{escape(_when(p.started_at))}</td><td>{escape(p.state)}</td></tr>")
+                    f"<td>{escape(_when(p.started_at))}</td><td>{escape(reason_of(p.state))}</td></tr>")
     return ("<table class=\"commits\"><tr><th>commit</th><th>pipeline</th><th>how</th><th>started</th>"
             "<th>summary</th></tr>\n" + "\n".join(rows) + "</table>")
 
@@ -202,7 +202,7 @@ def commit_page(commit: Commit, pipeline: Pipeline, rows: list[JobRow], urls: Ur
             f"<code>{escape(pipeline.branch)}</code></h1>"
             f"<p>Pipeline <a href=\"{escape(urls.build(pipeline.builderid, pipeline.number))}\">#{pipeline.number}</a>"
             f" ({'forced' if pipeline.forced else 'pushed'}, {escape(_when(pipeline.started_at))}): "
-            f"<strong>{escape(pipeline.outcome.value)}</strong>, {escape(pipeline.state)}. Jobs: {escape(counts)}.</p>"
+            f"<strong>{escape(pipeline.outcome.value)}</strong>, {escape(reason_of(pipeline.state))}. Jobs: {escape(counts)}.</p>"
             f"{other}<p><a href=\"{escape(urls.branch(pipeline.branch))}\">all commits of "
             f"<code>{escape(pipeline.branch)}</code></a> · <a href=\"{escape(urls.trends(pipeline.branch))}\">"
             "trends</a></p>"
@@ -211,7 +211,7 @@ def commit_page(commit: Commit, pipeline: Pipeline, rows: list[JobRow], urls: Ur
     return page(title, body)
 
 
-def _chart(title: str, xlabels: list[str], series: list[Series], unit: str) -> str:
+def _chart(title: str, xlabels: list[str], series: list[Series], unit: str = "", counts: bool = False) -> str:
     if not series:
         return f"<section><h2>{escape(title)}</h2><p class=\"note\">Nothing to draw in these commits.</p></section>"
     lines = [Line(s.label, s.values, s.changes()) for s in series]
@@ -219,7 +219,7 @@ def _chart(title: str, xlabels: list[str], series: list[Series], unit: str) -> s
     note = (f"<figcaption>changed at {escape(', '.join(changed))} (ringed)</figcaption>" if changed
             else "<figcaption class=\"note\">no change in these commits</figcaption>")
     return (f"<section><h2>{escape(title)}</h2><figure class=\"trend\" data-title=\"{escape(title)}\">"
-            f"{line_chart(title, xlabels, lines, unit)}{legend(lines)}{note}</figure></section>")
+            f"{line_chart(title, xlabels, lines, unit, whole=counts)}{legend(lines)}{note}</figure></section>")
 
 
 def trends_page(branch: str, t: Trends, urls: Urls) -> str:
@@ -230,7 +230,7 @@ def trends_page(branch: str, t: Trends, urls: Urls) -> str:
             + "<div class=\"charts\">"
             + _chart("Boot seconds (boot-complete) per image and VMM", xlabels, t.boot_seconds, " s")
             + _chart("Build seconds per attribute", xlabels, t.build_seconds, " s")
-            + _chart("Tests passed per host tool", xlabels, t.tests_passed, "")
-            + _chart("Tests failed per host tool", xlabels, t.tests_failed, "")
+            + _chart("Tests passed per host tool", xlabels, t.tests_passed, counts=True)
+            + _chart("Tests failed per host tool", xlabels, t.tests_failed, counts=True)
             + "</div>")
     return page(f"Trends of {branch}", body)

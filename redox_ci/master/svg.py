@@ -38,12 +38,14 @@ class Line:
     changes: Sequence[int] = ()  # x positions where the value changed
 
 
-def _ticks(top: float) -> list[float]:
-    """Round values (1, 2 or 5 times a power of ten apart) from 0 to at least ``top``."""
+def _ticks(top: float, whole: bool = False) -> list[float]:
+    """Round values (1, 2 or 5 times a power of ten apart; whole numbers for counts) from 0
+    to at least ``top``."""
     if top <= 0:
         return [0.0, 1.0]
     base = 10 ** math.floor(math.log10(top))
-    step = next(base * f for f in (0.1, 0.2, 0.5, 1, 2, 5) if math.ceil(round(top / (base * f), 9)) <= MAX_TICKS)
+    step = next(base * f for f in (0.1, 0.2, 0.5, 1, 2, 5)
+                if math.ceil(round(top / (base * f), 9)) <= MAX_TICKS and (not whole or base * f >= 1))
     return [round(i * step, 9) for i in range(math.ceil(round(top / step, 9)) + 1)]
 
 
@@ -51,7 +53,7 @@ def _number(v: float) -> str:
     return f"{v:g}" if abs(v) < 1e6 else f"{v:.3g}"
 
 
-def line_chart(title: str, xlabels: Sequence[str], lines: Sequence[Line], unit: str = "") -> str:
+def line_chart(title: str, xlabels: Sequence[str], lines: Sequence[Line], unit: str = "", whole: bool = False) -> str:
     """A line chart: one polyline per line, a dot per value, a ring around a changed value.
 
     Each dot and ring carries a <title> (the browser's tooltip) naming the line, the x label
@@ -60,7 +62,7 @@ def line_chart(title: str, xlabels: Sequence[str], lines: Sequence[Line], unit: 
     """
     n = len(xlabels)
     values = [v for line in lines for v in line.values if v is not None]
-    ticks = _ticks(max(values, default=0.0))
+    ticks = _ticks(max(values, default=0.0), whole)
     top = ticks[-1] or 1.0
     plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
     plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
