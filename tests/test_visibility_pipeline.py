@@ -6,17 +6,20 @@ GitHub API in this process and metrics on an endpoint of their own. The fake rec
 every post and answers some with 5xx, one with a rate limit (403 and X-RateLimit-Reset),
 one with 429 and Retry-After, and one context with 502 to the end; the builds must end
 as they would without it. The metrics are scraped over HTTP and compared with the builds
-the REST API lists.
+the REST API lists. What GitHub was sent and the last scrape are kept in
+$REDOX_CI_TEST_ARTEFACTS/visibility (default test-artefacts/visibility).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import tomllib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,6 +33,10 @@ from tests.master_support import BUILD_WAIT_SECONDS, free_port, make_master, req
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
+
+# The statuses GitHub was sent and the last scrape, kept for a person to read.
+ARTEFACTS = Path(os.environ.get("REDOX_CI_TEST_ARTEFACTS", Path(__file__).resolve().parent.parent / "test-artefacts")) \
+    / "visibility"
 
 TOKEN = "ghp_statusTokenQ8x2Lm4Rv7"
 REPOSITORY = "redox-os/redox-flake"
@@ -114,6 +121,10 @@ def github():
     fake = FakeGitHub()
     yield fake
     fake.server.shutdown()
+    # What GitHub was sent, to read (the token left out).
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTEFACTS / "github-statuses.json").write_text(json.dumps(
+        [{k: v for k, v in p.items() if k != "auth"} for p in fake.recorded()], indent=1))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +212,9 @@ def test_github_status_contexts_states_and_links(pipeline, github, master):
     contexts_pending = {p["context"] for p in github.recorded() if p["state"] == "pending"}
     assert {"redox-ci/plan", "redox-ci/stage/host-tools", "redox-ci/stage/other",
             "redox-ci/x86_64-linux/boot-qemu"} <= contexts_pending
-    assert "3 jobs: 2 success, 1 failure" in final["redox-ci/stage/host-tools"]["description"]
+    assert final["redox-ci/stage/host-tools"]["description"] == "3 jobs: 2 successes, 1 failure"
+    assert final["redox-ci/plan"]["description"].startswith("failure: ")
+    assert final["redox-ci/plan"]["description"].endswith("; failures in host-tools, other")
     assert "skipped" in final["redox-ci/x86_64-linux/boot-cloud-hypervisor"]["description"]
 
 
@@ -262,6 +275,8 @@ def test_github_status_token_stays_secret(pipeline, master):
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTEFACTS / "metrics.txt").write_text(text)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 

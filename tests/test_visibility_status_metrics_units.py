@@ -41,6 +41,8 @@ def test_github_status_contexts_from_a_plan():
         ("redox-ci/stage/host-tools", "pending", "2 jobs, waiting"),
         ("redox-ci/stage/cross-system", "pending", "3 jobs, 1 cached, waiting"),
     ]
+    one = Plan("flake", [job("cookbook", "host-tools")])
+    assert [s.description for s in gs.stage_pending(one, SHA, URL)] == ["1 job, waiting"]
     assert all(s.target_url == f"{URL}plugins/wsgi_dashboards/commits/commit.html?rev={SHA}" for s in statuses)
     assert gs.job_context(job("boot-qemu", "boot", system="aarch64-linux")) == "redox-ci/aarch64-linux/boot-qemu"
     check = Job("eval-users", "x86_64-linux", "other", None, False, JobStatus.BUILD, output="checks")
@@ -66,13 +68,21 @@ def test_github_status_states(results, complete, state):
 
 def test_github_status_stage_summary_and_length():
     results = {"x86_64-linux.a": SUCCESS, "x86_64-linux.b": FAILURE, "x86_64-linux.c": SUCCESS}
-    assert gs.stage_summary(results, 2, []) == "5 jobs: 2 success, 1 failure, 2 cached"
+    assert gs.stage_summary(results, 2, []) == "5 jobs: 2 successes, 1 failure, 2 cached"
     assert gs.stage_state(results, FAILURE) == "failure"
     assert gs.stage_state({"x86_64-linux.a": SUCCESS}, SUCCESS) == "success"
     many = [f"x86_64-linux.package-number-{i}" for i in range(30)]
     text = gs.stage_summary({n: FAILURE for n in many}, 0, many)
     assert len(text) == gs.DESCRIPTION_CHARS and text.endswith("…")
-    assert text.startswith("30 jobs: 30 failure; also failed: x86_64-linux.package-number-0, ")
+    assert text.startswith("30 jobs: 30 failures; also failed: x86_64-linux.package-number-0, ")
+
+
+def test_github_status_plan_summary():
+    jobs = {"x86_64-linux.cookbook": ("host-tools", SUCCESS), "x86_64-linux.installer": ("host-tools", FAILURE),
+            "x86_64-linux.kernel": ("cross-system", SUCCESS), "x86_64-linux.brokenA": ("other", EXCEPTION)}
+    assert gs.plan_summary(FAILURE, jobs, 3) == (
+        "failure: 7 jobs: 2 successes, 1 failure, 1 exception, 3 cached; failures in host-tools, other")
+    assert gs.plan_summary(SUCCESS, {"x86_64-linux.kernel": ("cross-system", SUCCESS)}, 0) == "success: 1 job: 1 success"
 
 
 # --- the cap -------------------------------------------------------------------------

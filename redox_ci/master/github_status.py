@@ -112,7 +112,7 @@ def stage_pending(plan: Plan, sha: str, url: str, skip: tuple[str, ...] = ()) ->
     out = []
     for stage, names in planned_stages(plan, skip).items():
         cached = sum(1 for j in plan.jobs if j.stage == stage and j.status == JobStatus.CACHED)
-        text = f"{len(names)} jobs" + (f", {cached} cached" if cached else "") + ", waiting"
+        text = jobs_text(len(names)) + (f", {cached} cached" if cached else "") + ", waiting"
         out.append(Status(sha, stage_context(stage), "pending", description(text), url))
     return out
 
@@ -126,15 +126,33 @@ def stages_not_run(plan: Plan, finished: set[str], plan_results: int, sha: str, 
             for stage in planned_stages(plan, skip) if stage not in finished]
 
 
+def jobs_text(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+def counts_text(results: dict[str, int], cached: int) -> str:
+    """"5 jobs: 2 successes, 1 failure, 2 cached": job builds by result, and cached jobs."""
+    values = list(results.values())
+    counts = [f"{values.count(r)} {statusToString(r, values.count(r))}" for r in sorted(set(values))]
+    return f"{jobs_text(len(results) + cached)}: " + ", ".join(counts + ([f"{cached} cached"] if cached else []))
+
+
 def stage_summary(results: dict[str, int], cached: int, unlisted: list[str]) -> str:
     """One line for a finished stage: its jobs by result, and the failed attributes that
     have no status of their own (past the cap)."""
-    counts = {statusToString(r): list(results.values()).count(r) for r in sorted(set(results.values()))}
-    if cached:
-        counts["cached"] = cached
-    text = f"{len(results) + cached} jobs: " + ", ".join(f"{n} {word}" for word, n in counts.items())
+    text = counts_text(results, cached)
     if unlisted:
         text += f"; also failed: {', '.join(unlisted)}"
+    return description(text)
+
+
+def plan_summary(results: int, jobs: dict[str, tuple[str, int]], cached: int) -> str:
+    """One line for a finished pipeline: its result, its jobs (name -> stage, result) by
+    result, and the stages that had failures."""
+    failed = list(dict.fromkeys(stage for stage, r in jobs.values() if r in FAILED_RESULTS))
+    text = f"{statusToString(results)}: {counts_text({n: r for n, (_, r) in jobs.items()}, cached)}"
+    if failed:
+        text += f"; failures in {', '.join(failed)}"
     return description(text)
 
 
@@ -330,11 +348,12 @@ class CommitStatusPush(GitHubStatusPush):
         url = commit_page_url(self.www_url, sha)
         complete = build["complete"]
         if build["builder"]["name"] == self.plan_builder:
-            text = (f"{statusToString(build['results'])}: {build['state_string']}" if complete
-                    else "evaluating the flake")
-            plan_status = Status(sha, PLAN_CONTEXT, state_of(build["results"], complete), description(text), url)
             if not complete:
-                return [plan_status]
+                return [Status(sha, PLAN_CONTEXT, "pending", "evaluating the flake", url)]
+            plan = Plan.from_json(props["plan"]) if props.get("plan") else Plan("", [])
+            cached = sum(1 for j in plan.jobs if j.status == JobStatus.CACHED)
+            text = plan_summary(build["results"], await self._children(build["buildid"]), cached)
+            plan_status = Status(sha, PLAN_CONTEXT, state_of(build["results"], complete), text, url)
             self.cap.forget(build["buildid"])
             self._planned.discard(build["buildid"])
             return [*await self._stages_not_run(build, sha, url), plan_status]
@@ -383,15 +402,16 @@ class CommitStatusPush(GitHubStatusPush):
                    if stage is None or s.context != stage_context(stage)]
         if stage is None or stage == self.boot_stage or step["results"] == SKIPPED:
             return out
-        results = await self._children_results(buildid, stage)
+        results = {name: r for name, (s, r) in (await self._children(buildid)).items() if s == stage}
         failed = sorted(n for n, r in results.items() if r in FAILED_RESULTS)
         unlisted = [n for n in failed if not self.cap.claim(buildid, n)]
         cached = sum(1 for j in plan.jobs if j.stage == stage and j.status == JobStatus.CACHED)
         return [*out, Status(sha, stage_context(stage), stage_state(results, step["results"]),
                              stage_summary(results, cached, unlisted), url)]
 
-    async def _children_results(self, plan_buildid: int, stage: str) -> dict[str, int]:
-        """Job name -> result of the builds the plan build started for ``stage``."""
+    async def _children(self, plan_buildid: int) -> dict[str, tuple[str, int]]:
+        """Job name -> (stage, result) of the finished builds the plan build started (the
+        last build of each: a retried job's first build was RETRY)."""
         out = {}
         data = self.master.data
         buildsets = await data.get(("buildsets",), filters=[resultspec.Filter("parent_buildid", "eq", [plan_buildid])])
@@ -400,8 +420,8 @@ class CommitStatusPush(GitHubStatusPush):
             for br in requests:
                 for b in await data.get(("buildrequests", br["buildrequestid"], "builds")):
                     facts = job_build_facts(unsourced(await data.get(("builds", b["buildid"], "properties"))))
-                    if facts is not None and facts.job.stage == stage and b["complete"]:
-                        out[facts.job.name] = b["results"]
+                    if facts is not None and b["complete"]:
+                        out[facts.job.name] = (facts.job.stage, b["results"])
         return out
 
     # --- posting ----------------------------------------------------------------
