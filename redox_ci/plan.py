@@ -105,9 +105,12 @@ class Plan:
     ignored: list[Ignored] = field(default_factory=list)
     # Per system: how long its evaluation took and how many `nix eval` it needed.
     evaluation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The commit the flake reference named when it was evaluated (a branch's tip, for a
+    # reference without one); "" when Nix could not say (a dirty tree, a source without git).
+    revision: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"flake": self.flake, "jobs": [j.to_json() for j in self.jobs],
+        return {"flake": self.flake, "revision": self.revision, "jobs": [j.to_json() for j in self.jobs],
                 "ignored": [asdict(i) for i in self.ignored], "evaluation": self.evaluation,
                 "summary": self.summary()}
 
@@ -115,7 +118,8 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         """The plan ``to_json`` wrote; ``summary`` is derived, so it is not read back."""
         return cls(data["flake"], [Job.from_json(j) for j in data["jobs"]],
-                   [Ignored.from_json(i) for i in data.get("ignored", [])], data.get("evaluation", {}))
+                   [Ignored.from_json(i) for i in data.get("ignored", [])], data.get("evaluation", {}),
+                   data.get("revision", ""))
 
     def summary(self) -> dict[str, int]:
         counts = {s.value: 0 for s in JobStatus}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, UsageError
@@ -128,12 +129,26 @@ def run_plan(args) -> Outcome:
                                   plan_settings.error_messages)
     evaluation = flake_mod.evaluate(args.flake, params, limits)
     cached = None if args.no_cache else _cache_lookup(loaded)
-    plan = build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached)
+    plan = replace(build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached),
+                   revision=_revision(args.flake))
     return Outcome(plan.to_json(), lambda _: human_plan(plan))
 
 
+def _revision(ref: str) -> str:
+    """The commit ``ref`` names (a branch's tip for a reference without one); "" when Nix
+    cannot say. Asked right after the evaluation: Nix resolves a branch again for each
+    command, so a push in that moment would name the newer commit."""
+    from . import nix
+    from .errors import NixError
+    try:
+        return nix.flake_metadata(ref).revision or ""
+    except NixError:
+        return ""
+
+
 def human_plan(plan: Plan) -> str:
-    lines = [f"plan for {plan.flake}: " + ", ".join(f"{n} {s}" for s, n in plan.summary().items())]
+    at = f" at {plan.revision[:12]}" if plan.revision else ""
+    lines = [f"plan for {plan.flake}{at}: " + ", ".join(f"{n} {s}" for s, n in plan.summary().items())]
     for system, ev in plan.evaluation.items():
         stats = ev.get("stats") or {}
         if stats:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from redox_ci.fixture import commit_all
+from redox_ci.fixture import commit_all, git
 from tests.support import requires, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +57,13 @@ def test_plan_of_the_fixture_flake(fixture_repo):
     plain = subprocess.run(["nix", "eval", "--raw", f"{fixture_repo}#packages.x86_64-linux.redoxfs.drvPath"],
                            capture_output=True, text=True, check=True).stdout
     assert plain != jobs[("x86_64-linux", "redoxfs")]["drv"]
+
+
+def test_plan_says_which_commit_it_evaluated(fixture_repo):
+    """A reference without a revision (a branch's tip, as a forced build of a branch) is
+    evaluated at some commit: the plan names it, so the pipeline is listed under it."""
+    data = plan_json(fixture_repo, "--systems", "x86_64-linux", "--attrs", "cookbook")
+    assert data["revision"] == git(fixture_repo, "rev-parse", "HEAD")
 
 
 def test_real_shape_aliases_once_runners_never_checks_deduplicated(fixture_repo):
@@ -160,7 +167,7 @@ def test_bad_flake_exits_2_with_the_nix_error(ref, expected):
 
 
 def test_flake_that_does_not_evaluate(tmp_path, fixture_repo):
-    from redox_ci.fixture import commit_all
+    from redox_ci.fixture import commit_all, git
     (fixture_repo / "flake.nix").write_text("{ outputs = { self }: { packages = throw \"broken on purpose\"; }; }")
     commit_all(fixture_repo, "break")
     proc = run_cli("plan", "--flake", str(fixture_repo))

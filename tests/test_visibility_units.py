@@ -53,7 +53,10 @@ def test_commit_page_groups_forced_builds_under_their_revision():
     assert [c.revision for c in commits] == ["", REV2, REV1]
     assert [p.buildid for p in commits[2].pipelines] == [3, 1]
     assert commits[2].latest.forced
-    assert commits[0].latest.buildid == 4  # forced at the tip: a commit of its own
+    assert commits[0].latest.buildid == 4  # forced at the tip, no plan yet: a commit of its own
+    # Forced at the tip: under the revision its plan evaluated.
+    tip = pipeline(6, 600, "", forced=True, plan={"flake": "f", "jobs": [], "revision": REV2})
+    assert [[p.buildid for p in c.pipelines] for c in commits_of([*ps, tip], "main")][:2] == [[4], [6, 2]]
 
 
 def test_commit_page_reads_both_property_contracts():

@@ -184,8 +184,8 @@ class Pipeline:
     builderid: int
     number: int
     branch: str
-    # The revision it built; "" for a build forced at a branch tip, whose revision the
-    # build does not record.
+    # The revision it built: its change's or the one it was forced at, else (forced at a
+    # branch tip) the one its plan evaluated; "" before the plan says.
     revision: str
     forced: bool
     started_at: int
@@ -196,8 +196,9 @@ class Pipeline:
     @classmethod
     def of(cls, build: dict, props: dict) -> Pipeline:
         """From a plan build's dict and its properties (``{name: value}``)."""
+        revision = props.get("revision") or (props.get("plan") or {}).get("revision") or ""
         return cls(build["buildid"], build["builderid"], build["number"], props.get("branch") or "",
-                   props.get("revision") or "", props.get("scheduler") == FORCED_BY,
+                   revision, props.get("scheduler") == FORCED_BY,
                    _epoch(build.get("started_at")), outcome_of(build), build.get("state_string") or "",
                    props.get("plan"))
 
@@ -228,9 +229,9 @@ class Commit:
 def commits_of(pipelines: Iterable[Pipeline], branch: str) -> list[Commit]:
     """The branch's commits, newest first, each with its pipelines (newest first).
 
-    Forced builds count under the revision they built. A build forced at the branch tip
-    records no revision: it is a commit of its own, keyed by its pipeline. A commit's age
-    is its first pipeline's, so forcing an old revision again does not move it up.
+    Forced builds count under the revision they built. One forced at the branch tip whose
+    plan has not said its revision yet is a commit of its own, keyed by its pipeline. A
+    commit's age is its first pipeline's, so forcing an old revision again does not move it up.
     """
     groups: dict[str, list[Pipeline]] = {}
     for p in pipelines:

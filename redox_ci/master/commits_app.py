@@ -72,7 +72,10 @@ class Reader:
         buildset = await self.data.get(("buildsets", request["buildsetid"]))
         props = unsourced(await self.data.get(("buildsets", request["buildsetid"], "properties")) or {})
         stamp = (buildset.get("sourcestamps") or [{}])[0]
-        return Pipeline.of(build, {**props, "branch": stamp.get("branch"), "revision": stamp.get("revision")})
+        # Forced at a branch tip: the revision is the one the plan evaluated.
+        plan = None if stamp.get("revision") else (await self.props(build["buildid"])).get("plan")
+        return Pipeline.of(build, {**props, "branch": stamp.get("branch"), "revision": stamp.get("revision"),
+                                   "plan": plan})
 
     async def with_plan(self, pipeline: Pipeline) -> Pipeline:
         return replace(pipeline, plan=(await self.props(pipeline.buildid)).get("plan"))

@@ -89,7 +89,7 @@ def _when(epoch: int) -> str:
 def _rev(commit: Commit) -> str:
     if commit.revision:
         return f"<code>{escape(commit.revision[:12])}</code>"
-    return "<span class=\"note\">branch tip (forced; revision not recorded)</span>"
+    return "<span class=\"note\">branch tip (forced; its plan has not named the revision)</span>"
 
 
 def _outcome_cell(outcome: Outcome, text: str | None = None) -> str:
