@@ -221,3 +221,71 @@ def test_only_job_builds_are_jobs():
     assert job_build_facts({"job": job("kernel", "cross-system").to_json()}).job.name == "x86_64-linux.kernel"
     assert job_build_facts({"attr": "kernel", "system": "x86_64-linux", "stage": "cross-system"}) is not None
     assert job_build_facts({"plan": {}}) is None and job_build_facts({}) is None
+
+
+# --- posting: order, supersession, giving up --------------------------------------------
+class Answer:
+    def __init__(self, code, headers=None):
+        self.code = code
+        self._res = type("Raw", (), {"headers": headers or {}})()
+
+    def content(self):
+        from twisted.internet import defer
+        return defer.succeed(b'{"message": "scripted"}')
+
+
+def scripted_push(answers: dict, max_attempts: int = 3):
+    """A CommitStatusPush that posts to a script (context, state) -> codes, on a fake clock."""
+    from types import SimpleNamespace
+
+    from twisted.internet import defer, task
+
+    class ScriptedPush(gs.CommitStatusPush):
+        master = None  # a plain attribute: no running master, only its reactor
+
+    push = ScriptedPush.__new__(ScriptedPush)
+    clock = task.Clock()
+    push.master, push.owner, push.repo, push.max_attempts = SimpleNamespace(reactor=clock), "o", "r", max_attempts
+    push._last, push._waits, push.posted = {}, set(), []
+
+    def create_status(owner, repo, sha, state, props, target_url=None, context=None, description=None):
+        codes = answers.get((context, state), [])
+        code = codes.pop(0) if codes else 201
+        push.posted.append((context, state, code, clock.seconds()))
+        return defer.succeed(Answer(code))
+
+    push.createStatus = create_status
+    return push, clock
+
+
+def status(context, state):
+    return gs.Status(SHA, context, state, "", URL)
+
+
+def test_github_status_a_newer_status_replaces_a_retried_one():
+    from twisted.internet import defer
+
+    push, clock = scripted_push({("redox-ci/plan", "pending"): [502, 502]})
+    first = defer.ensureDeferred(push._post_in_order(status("redox-ci/plan", "pending")))
+    second = defer.ensureDeferred(push._post_in_order(status("redox-ci/plan", "failure")))
+    clock.advance(1)
+    assert first.called and second.called
+    # The pending status is not tried again once the final one waits (GitHub keeps the last);
+    # the final one goes out when the pending one's wait is over.
+    assert push.posted == [("redox-ci/plan", "pending", 502, 0), ("redox-ci/plan", "failure", 201, 1)]
+    assert push._last == {}
+
+
+def test_github_status_gives_up_after_max_attempts_and_other_contexts_go_on():
+    from twisted.internet import defer
+
+    push, clock = scripted_push({("redox-ci/stage/a", "success"): [500, 500, 500]})
+    failing = defer.ensureDeferred(push._post_in_order(status("redox-ci/stage/a", "success")))
+    other = defer.ensureDeferred(push._post_in_order(status("redox-ci/stage/b", "success")))
+    assert other.called  # another context does not wait for a retried one
+    clock.advance(1)
+    clock.advance(2)
+    assert failing.called and failing.result is None
+    assert [p for p in push.posted if p[0] == "redox-ci/stage/a"] == [
+        ("redox-ci/stage/a", "success", 500, 0), ("redox-ci/stage/a", "success", 500, 1),
+        ("redox-ci/stage/a", "success", 500, 3)]

@@ -444,6 +444,10 @@ class CommitStatusPush(GitHubStatusPush):
         props = Properties()
         props.master = self.master
         for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1 and superseded():
+                log.msg(f"GitHub status {status.context} {status.state} on {status.sha[:12]} dropped after "
+                        f"{attempt - 1} attempt(s): a newer status of that context follows")
+                return False
             code, headers, why = None, {}, ""
             try:
                 response = await self.createStatus(self.owner, self.repo, status.sha, status.state, props,
@@ -457,9 +461,9 @@ class CommitStatusPush(GitHubStatusPush):
             except Exception as e:  # no answer: refused, reset, DNS, TLS
                 why = f"no answer: {e}"
             delay = retry_delay(code, headers, attempt, self.max_attempts, time.time())
-            if delay is None or superseded():
+            if delay is None:
                 log.msg(f"GitHub status {status.context} {status.state} on {status.sha[:12]} not posted "
-                        f"after {attempt} attempt(s): {why}" + ("; a newer status follows" if superseded() else ""))
+                        f"after {attempt} attempt(s): {why}")
                 return False
             log.msg(f"GitHub status {status.context} {status.state}: {why}; trying again in {delay:.0f} s")
             try:
