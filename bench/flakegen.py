@@ -102,8 +102,7 @@ FLAKE_TEMPLATE = """{
   outputs = { self }:
     let
       system = "@SYSTEM@";
-      busybox = "${./tools}/busybox";
-      inherit (import ./builders.nix { inherit system busybox; extra = { salt = "@SALT@"; }; })
+      inherit (import ./builders.nix { inherit system; extra = { salt = "@SALT@"; }; })
         mkPkg cargoOk writeShellScriptBin;
       work = "i=0; while [ $i -lt @WORK@ ]; do i=$((i+1)); done";
       runner = name: writeShellScriptBin name "echo ${name}";
@@ -243,9 +242,8 @@ REAL_TEMPLATE = """{
       systems = [ "x86_64-linux" "aarch64-linux" ];
       perSystem = system:
         let
-          busybox = if system == "x86_64-linux" then "${./tools}/busybox" else "${./tools-aarch64}/busybox";
-          inherit (import ./builders.nix { inherit system busybox; extra = { salt = "@SALT@"; }; })
-            mkPkg simple cargoOk writeShellScriptBin moduleTest;
+          inherit (import ./builders.nix { inherit system; extra = { salt = "@SALT@"; }; })
+            busybox mkPkg simple cargoOk writeShellScriptBin moduleTest;
           # Import-from-derivation, as crane's vendorCargoDeps: the host tools' test count.
           hostTests = import (derivation {
             inherit system;
@@ -276,14 +274,11 @@ REAL_TEMPLATE = """{
             formatting = moduleTest "formatting";
           };
         };
-      bySystem = builtins.listToAttrs (map (s: { name = s; value = perSystem s; }) systems);
-      each = f: builtins.mapAttrs (_: f) bySystem;
+      # Only what is planned: the fixture has the outputs that are never built (apps, ...).
+      outputs = map (system: { inherit system; value = perSystem system; }) systems;
     in {
-      packages = each (s: s.packages);
-      checks = each (s: s.checks);
-      # Never built: functions and apps.
-      legacyPackages = each (_: { mkRedoxSystem = { modules }: modules; });
-      apps = each (s: { default = { type = "app"; program = "${s.packages.@FIRST_RUNNER@}/bin/@FIRST_RUNNER@"; }; });
+      packages = builtins.listToAttrs (map (o: { name = o.system; value = o.value.packages; }) outputs);
+      checks = builtins.listToAttrs (map (o: { name = o.system; value = o.value.checks; }) outputs);
     };
 }
 """
@@ -321,7 +316,6 @@ def real_flake_text(lay: RealLayout, salt: str) -> str:
         "@HOST@": " ".join(f"packages.{h}" for h in lay.host),
         "@IMAGES@": " ".join(f"packages.{i}" for i in lay.images),
         "@VM_TESTS@": " ".join(f"packages.{v}" for v in lay.vm_tests),
-        "@FIRST_RUNNER@": lay.runners[0],
     }
     text = REAL_TEMPLATE
     for key, value in fill.items():
