@@ -27,6 +27,7 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+from . import firstbuild
 from .errors import UsageError
 from .local import LOCAL_POLL_SECONDS, CacheWiring, LocalSetup, prepare, signing_key
 from .processes import lock_instance, port_problem, spawn, stop, taken
@@ -187,10 +188,10 @@ def get_json(url: str, opener=None) -> dict:
         return json.load(r)
 
 
-def start_first_build(setup: LocalSetup, password: str) -> str | None:
+def start_first_build(setup: LocalSetup, password: str) -> tuple[str, int] | None:
     """On a master that has never had a build request: force the plan of the first
-    branch's tip, as an admin would from the web UI. Returns the sentence to print, or
-    None when this is not the first start."""
+    branch's tip, as an admin would from the web UI. Returns the sentence to print and the
+    buildset, or None when this is not the first start."""
     from .master.pipeline import PLAN_BUILDER
     api = setup.url + "api/v2/"
     if get_json(api + "buildrequests?limit=1")["buildrequests"]:
@@ -211,10 +212,11 @@ def start_first_build(setup: LocalSetup, password: str) -> str | None:
     if "result" not in answer:
         raise ValueError(answer.get("error", answer))
     return (f"first build: the flake's current commit on main, started by itself on this new state "
-            f"(buildset {answer['result'][0]}); watch it in the web UI")
+            f"(buildset {answer['result'][0]}); watch it in the web UI; its jobs are listed here when it "
+            f"ends"), answer["result"][0]
 
 
-def first_build_line(setup: LocalSetup, password: str) -> str | None:
+def first_build_line(setup: LocalSetup, password: str) -> tuple[str, int] | None:
     """The first build, or a warning that it could not be started (the CI still runs)."""
     try:
         return start_first_build(setup, password)
@@ -288,8 +290,12 @@ def run(setup: LocalSetup, s3_port: int, prepare_only: bool = False, first_build
         if worker_password:
             workers.start(worker_password)
         master.wait_ready()
-        first = first_build_line(setup, password) if first_build else None
-        print(summary(setup, password, setup.cache, s3.substituter, web=True, first=first), flush=True)
+        started = first_build_line(setup, password) if first_build else None
+        print(summary(setup, password, setup.cache, s3.substituter, web=True, first=started and started[0]),
+              flush=True)
+        if started:
+            # Each job's result and the VM test images' tests, one by one, when the build ends.
+            firstbuild.watch(setup.url, started[1])
         return master.wait()
     finally:
         # A second Ctrl-C must not cut the stop short and leave a process behind.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -128,6 +129,28 @@ def test_each_image_boots_in_a_vm_of_its_size(tmp_path, attr, expected):
     assert all(pair in argv for pair in expected), argv
     if attr != "redox-network-test":
         assert "-netdev" not in dict(argv)
+
+
+def test_an_image_boots_its_own_loader_before_the_fallback(tmp_path):
+    """The master gives the flake's bootloader as a fallback: an image output carrying its own
+    (make-disk-image copies the one it was built with) boots that; --bootloader overrides both."""
+    out = tmp_path / "image"
+    out.mkdir()
+    make_image(out / "redox.img")
+    (out / "boot").mkdir()
+    (out / "boot" / "BOOTX64.EFI").write_bytes(b"MZ own")
+    fallback = tmp_path / "BOOTX64.EFI"
+    fallback.write_bytes(b"MZ fallback")
+    work = tmp_path / "work"
+
+    def kernel(**request) -> str:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        argv = build_command(BootRequest(vmm="qemu", firmware=fallback, **request), BootSettings(), "tcg", work).argv
+        return argv[argv.index("-kernel") + 1]
+    assert kernel(image=out, bootloader_fallback=fallback) == str(out / "boot" / "BOOTX64.EFI")
+    assert kernel(image=out / "redox.img", bootloader_fallback=fallback) == str(fallback)
+    assert kernel(image=out, bootloader=fallback) == str(fallback)
 
 
 HOST = host_system()

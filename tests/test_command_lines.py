@@ -68,11 +68,12 @@ def test_cache_push_defaults_round_trip():
 @pytest.mark.parametrize("odd", ODD)
 def test_boot_round_trip(odd):
     args = parsed(boot_command_line(image=odd, vmm="cloud-hypervisor", system="aarch64-linux", bootloader=odd,
-                                    attr=odd, timeout=12.5, accel="tcg", firmware=odd, settings=odd,
+                                    bootloader_fallback=odd, attr=odd, timeout=12.5, accel="tcg", firmware=odd, settings=odd,
                                     serial_log=odd, vmm_log=odd))
     assert (args.verb, args.image, args.vmm, args.system, args.accel, args.timeout) == (
         "boot", odd, "cloud-hypervisor", "aarch64-linux", "tcg", 12.5)
     assert (args.bootloader, args.attr, args.firmware, args.settings, args.serial_log, args.vmm_log) == (odd,) * 6
+    assert args.bootloader_fallback == odd
 
 
 def test_boot_defaults_round_trip():

@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--bootloader", metavar="DIR_OR_EFI",
                    help="the bootloader output (boot/EFI/BOOT/BOOTX64.EFI inside) or the EFI file; QEMU needs "
                         "it unless the image output carries boot/BOOTX64.EFI")
+    p.add_argument("--bootloader-fallback", metavar="DIR_OR_EFI",
+                   help="the bootloader QEMU starts when there is no --bootloader and the image output carries "
+                        "none of its own (the master passes the flake's bootloader so: each image boots the "
+                        "loader it was built with)")
     p.add_argument("--attr", metavar="ATTR",
                    help="the image's flake attribute, whose rule judges the boot (default: [boot].image_attr)")
     p.add_argument("--system", choices=SYSTEMS, default=None, help="guest system (default: this host's)")
@@ -53,14 +57,15 @@ def register(sub) -> None:
 
 
 def command_line(*, image: str, vmm: str = "qemu", system: str | None = None, bootloader: str | None = None,
-                 attr: str | None = None, timeout: float | None = None, accel: str | None = None,
-                 firmware: str | None = None, settings: str | None = None, serial_log: str | None = None,
+                 bootloader_fallback: str | None = None, attr: str | None = None, timeout: float | None = None,
+                 accel: str | None = None, firmware: str | None = None, settings: str | None = None, serial_log: str | None = None,
                  vmm_log: str | None = None) -> list[str]:
     """The argv after ``redox-ci`` of a boot of ``image``, as ``register``'s parser reads it back.
 
     ``--flag=value``: a value that starts with "-" stays a value.
     """
-    flags = {"vmm": vmm, "image": image, "system": system, "bootloader": bootloader, "attr": attr,
+    flags = {"vmm": vmm, "image": image, "system": system, "bootloader": bootloader,
+             "bootloader-fallback": bootloader_fallback, "attr": attr,
              "timeout": None if timeout is None else repr(float(timeout)), "accel": accel, "firmware": firmware,
              "settings": settings, "serial-log": serial_log, "vmm-log": vmm_log}
     return ["boot", *(f"--{flag}={value}" for flag, value in flags.items() if value is not None)]
@@ -81,12 +86,13 @@ def handle(args: argparse.Namespace) -> Outcome:
         return Outcome(probe(firmware).to_json(), format_probe)
     settings = load_boot_settings(args.settings)
     if args.replay:
-        if args.bootloader or args.firmware or args.accel:
-            raise UsageError("--replay takes no --bootloader, --firmware or --accel: it runs no VM")
+        if args.bootloader or args.bootloader_fallback or args.firmware or args.accel:
+            raise UsageError("--replay takes no --bootloader, --bootloader-fallback, --firmware or --accel: "
+                             "it runs no VM")
         result = replay(args.replay, settings, args.timeout, args.serial_log, args.vmm_log, args.attr)
     else:
         result = boot(BootRequest(
-            vmm=args.vmm, image=args.image, bootloader=args.bootloader,
+            vmm=args.vmm, image=args.image, bootloader=args.bootloader, bootloader_fallback=args.bootloader_fallback,
             system=args.system or host_system(), attr=args.attr, timeout=args.timeout,
             serial_log=args.serial_log, vmm_log=args.vmm_log, accel=args.accel,
             firmware=args.firmware), settings)

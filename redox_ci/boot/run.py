@@ -36,6 +36,8 @@ class BootRequest:
     vmm: str
     image: str | Path
     bootloader: str | Path | None = None
+    # Used when there is no ``bootloader`` and the image output carries no loader of its own.
+    bootloader_fallback: str | Path | None = None
     system: str = "x86_64-linux"
     # The image's attribute, whose rule judges it ([boot.images]); None: [boot].image_attr.
     attr: str | None = None
@@ -129,6 +131,8 @@ def build_command(request: BootRequest, settings: BootSettings, accel: Accel, wo
                           "(Debian: apt-get install qemu-system-x86 qemu-system-arm)")
     efi = (resolve_bootloader(request.bootloader, request.system) if request.bootloader is not None
            else image_bootloader(request.image, request.system))
+    if efi is None and request.bootloader_fallback is not None:
+        efi = resolve_bootloader(request.bootloader_fallback, request.system)
     if efi is None:
         raise UsageError("QEMU starts the bootloader with -kernel: give --bootloader "
                          "(the bootloader output or its EFI file); an image output with "
