@@ -289,3 +289,35 @@ def test_github_status_gives_up_after_max_attempts_and_other_contexts_go_on():
     assert [p for p in push.posted if p[0] == "redox-ci/stage/a"] == [
         ("redox-ci/stage/a", "success", 500, 0), ("redox-ci/stage/a", "success", 500, 1),
         ("redox-ci/stage/a", "success", 500, 3)]
+
+
+def test_metrics_queue_length_counts_once_at_a_time():
+    from types import SimpleNamespace
+
+    from twisted.internet import defer
+
+    from redox_ci.master.metrics import MetricsService
+
+    class Service(MetricsService):
+        master = None  # a plain attribute: no running master, only its data API
+
+    answers: list[defer.Deferred] = []
+    waiting = [["r1", "r2", "r3"], ["r1"]]
+
+    def get(path, filters=()):
+        assert path == ("buildrequests",)
+        assert {(f.field, f.op, tuple(f.values)) for f in filters} == {("claimed", "eq", (False,)),
+                                                                      ("complete", "eq", (False,))}
+        answers.append(defer.Deferred())
+        return answers[-1]
+
+    s = Service.__new__(Service)
+    s.master, s.metrics, s._refreshing, s._dirty = SimpleNamespace(data=SimpleNamespace(get=get)), Metrics(), False, False
+    s._queue_changed(None, None)
+    s._queue_changed(None, None)  # while counting: one more count afterwards, not a second at once
+    s._queue_changed(None, None)
+    assert len(answers) == 1
+    answers[0].callback(waiting[0])
+    assert len(answers) == 2 and value(s.metrics, "redox_ci_queue_length") == 3
+    answers[1].callback(waiting[1])
+    assert len(answers) == 2 and value(s.metrics, "redox_ci_queue_length") == 1 and not s._refreshing

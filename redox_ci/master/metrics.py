@@ -136,10 +136,10 @@ class MetricsService(service.BuildbotService):
         return defer.succeed(None)
 
     def startService(self):
-        super().startService()
         return defer.ensureDeferred(self._start())
 
     async def _start(self):
+        await super().startService()  # configures the service first when it is not yet
         self._consumers = [
             await self.master.mq.startConsuming(self._finished, ("builds", None, "finished")),
             await self.master.mq.startConsuming(self._queue_changed, ("buildrequests", None, None)),
