@@ -76,6 +76,19 @@ def test_commit_page_reads_both_property_contracts():
     assert boot_old.boot.seconds == 4.0 and boot_old.tests is None
 
 
+def test_commit_page_reads_the_verb_answers_of_a_built_job():
+    job = Job("cookbook", "x86_64-linux", "host-tools", "/nix/store/c.drv", True, JobStatus.BUILD,
+              aliases=["checks.cookbook-build"])
+    facts = job_facts({"job": job.to_json(),
+                       "build_result": {"status": "success", "seconds": 41.5,
+                                        "tests": {"passed": 9, "failed": 0, "ignored": 2, "suites": 2}},
+                       "push_result": {"pushed": ["/nix/store/a", "/nix/store/b"], "skipped": ["/nix/store/c"],
+                                       "bytes_uploaded": 10, "seconds": 1.0}})
+    assert facts.job.aliases == ["checks.cookbook-build"]
+    assert (facts.tests.passed, facts.tests.ignored, facts.tests.kind) == (9, 2, "cargo")
+    assert facts.cache == (2, 1) and facts.build_seconds == 41.5 and facts.boot is None
+
+
 def test_commit_page_table_has_failures_first_and_cached_jobs_from_the_plan():
     cached = Job("relibc", "x86_64-linux", "cross-system", "/nix/store/x.drv", False, JobStatus.CACHED)
     p = pipeline(1, 100, REV1, plan={"flake": "f", "jobs": [cached.to_json()]})
