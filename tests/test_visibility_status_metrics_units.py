@@ -321,3 +321,32 @@ def test_metrics_queue_length_counts_once_at_a_time():
     assert len(answers) == 2 and value(s.metrics, "redox_ci_queue_length") == 3
     answers[1].callback(waiting[1])
     assert len(answers) == 2 and value(s.metrics, "redox_ci_queue_length") == 1 and not s._refreshing
+
+
+def test_metrics_port_in_use_is_said_and_the_master_goes_on():
+    import socket
+    from types import SimpleNamespace
+
+    from twisted.internet import reactor
+    from twisted.python import log
+
+    from redox_ci.master.metrics import MetricsService
+
+    class Service(MetricsService):
+        master = None
+
+    lines = []
+    log.addObserver(lines.append)
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            s = Service.__new__(Service)
+            s.master, s.metrics = SimpleNamespace(reactor=reactor), Metrics()
+            s.address = ("127.0.0.1", taken.getsockname()[1])
+            s._listen()
+    finally:
+        log.removeObserver(lines.append)
+    assert s._port is None
+    text = " ".join(" ".join(map(str, e.get("message", ()))) for e in lines)
+    assert f"metrics: NO Prometheus endpoint: cannot listen on 127.0.0.1:{s.address[1]}" in text

@@ -18,6 +18,7 @@ from buildbot.util import service
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.twisted import MetricsResource
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.python import log
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -152,11 +153,19 @@ class MetricsService(service.BuildbotService):
         root = Resource()
         root.putChild(METRICS_PATH, MetricsResource(self.metrics.registry))
         interface, port = self.address
-        self._port = self.master.reactor.listenTCP(port, QuietSite(root), interface=interface)
+        try:
+            self._port = self.master.reactor.listenTCP(port, QuietSite(root), interface=interface)
+        except CannotListenError as e:
+            # The builds matter more than their numbers: the master runs on without them.
+            self._port = None
+            log.msg(f"metrics: NO Prometheus endpoint: cannot listen on {interface}:{port} ([metrics].listen): "
+                    f"{e.socketError}")
+            return
         log.msg(f"metrics: Prometheus endpoint on http://{interface}:{port}/metrics")
 
     async def _relisten(self):
-        await self._port.stopListening()
+        if self._port is not None:
+            await self._port.stopListening()
         self._listen()
 
     def stopService(self):
