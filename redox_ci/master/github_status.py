@@ -36,7 +36,7 @@ from ..config import LoadedSettings
 from ..plan import Job, JobStatus, Plan
 from ..secrets_file import GITHUB_STATUS_TOKEN
 from .boot import BOOT_STAGE
-from .commits import Commit, job_build_facts, unsourced
+from .commits import Commit, job_build_facts, reason_of, unsourced
 from .commits_view import Urls
 from .pipeline import PLAN_BUILDER
 
@@ -362,7 +362,8 @@ class CommitStatusPush(GitHubStatusPush):
             return []
         job = facts.job
         context = job_context(job)
-        text = description(build["state_string"])
+        text = description(f"{statusToString(build['results'])}: {reason_of(build['state_string'])}" if complete
+                           else build["state_string"])
         if job.stage == self.boot_stage:
             return [Status(sha, context, state_of(build["results"], complete), text, url)]
         parent = (build.get("buildset") or {}).get("parent_buildid")
