@@ -318,6 +318,10 @@ class CommitStatusPush(GitHubStatusPush):
         return [BuildStartEndStatusGenerator(start_formatter=text, end_formatter=text),
                 PlanStepGenerator(plan_builder)]
 
+    def getResponsibleUsersForBuild(self, master, buildid):
+        # Statuses name no one: spare the generators' look-up of each build's changes.
+        return defer.succeed([])
+
     def stopService(self):
         for wait in list(self._waits):
             wait.cancel()
