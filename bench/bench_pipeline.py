@@ -14,6 +14,7 @@ the steps of the plan build, the job builds as the REST API records them, and th
 of one ``redox-ci build`` on the worker side against ``nix-store --realise`` alone.
 
     python bench/bench_pipeline.py [--attrs N] [--rounds R] [--work ITERATIONS] [--workers K] [--no-profile]
+                                   [--cprofile FILE]
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ MAX_BUILDS = 2
 POLL_NEVER_SECONDS = 10**7
 # Jobs whose worker-side cost is measured one by one in the profile.
 PROFILE_JOBS = 20
+# Functions of the master's profile shown, by own time and by cumulative time.
+PROFILE_LINES = 40
 TARGET_RATIO = 2.0
 SUCCESS = 0
 
@@ -60,14 +63,33 @@ def extra_workers_toml(workers: int) -> str:
                    f'systems = ["{SYSTEM}"]\nmax_builds = {MAX_BUILDS}\n' for i in range(2, workers + 1))
 
 
-def start_master(tmp: Path, repo: Path, n: int, workers: int = 1) -> Master:
+def profiling_cfg(stats: Path) -> str:
+    """Lines for master.cfg: profile the master process until it stops, stats to ``stats``."""
+    return (f"\nimport cProfile as _cProfile\nfrom twisted.internet import reactor as _reactor\n"
+            f"_profile = _cProfile.Profile()\n_profile.enable()\n"
+            f"_reactor.addSystemEventTrigger('before', 'shutdown', lambda: (_profile.disable(), "
+            f"_profile.dump_stats({str(stats)!r})))\n")
+
+
+def start_master(tmp: Path, repo: Path, n: int, workers: int = 1, cprofile: Path | None = None) -> Master:
     setup = LocalSetup(state=tmp / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),
                        systems=[SYSTEM], worker_kind="local", max_builds=MAX_BUILDS,
                        poll_interval=POLL_NEVER_SECONDS,
                        extra_toml=extra_workers_toml(workers) + "\n" + plan_settings_toml(layout(n)))
     master = Master(setup, prepare(setup, admin_password=uuid.uuid4().hex))
+    if cprofile:
+        with open(setup.master_dir / "master.cfg", "a") as cfg:
+            cfg.write(profiling_cfg(cprofile.resolve()))
     master.start()
     return master
+
+
+def print_profile(stats: Path, lines: int) -> None:
+    """The master's functions by their own time and by cumulative time."""
+    import pstats
+    for order in ("tottime", "cumulative"):
+        print(f"  master profile by {order} (cProfile, from start to stop):")
+        pstats.Stats(str(stats), stream=sys.stdout).sort_stats(order).print_stats(lines)
 
 
 def nix_build(repo: Path, n: int, work: int) -> float:
@@ -189,6 +211,8 @@ def main() -> None:
     parser.add_argument("--workers", type=positive, default=1,
                         help=f"LocalWorkers of max_builds {MAX_BUILDS} each (default 1, as redox-ci local)")
     parser.add_argument("--no-profile", action="store_true", help="skip the breakdown after the rounds")
+    parser.add_argument("--cprofile", type=Path, metavar="FILE",
+                        help="run the master under cProfile (slower), keep its stats in FILE and print the top")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     # The master and its worker inherit it: no substituter to ask (and time out on).
@@ -198,7 +222,7 @@ def main() -> None:
         repo = tmp / "flake"
         write_flake(repo, args.attrs, uuid.uuid4().hex, args.work)
         start = time.perf_counter()
-        master = start_master(tmp, repo, args.attrs, args.workers)
+        master = start_master(tmp, repo, args.attrs, args.workers, args.cprofile)
         try:
             print(f"master and {args.workers} LocalWorker(s) (max_builds {MAX_BUILDS}) up in "
                   f"{time.perf_counter() - start:.1f} s (not counted)")
@@ -213,6 +237,8 @@ def main() -> None:
                 profile_worker(tmp, args.attrs, args.work)
         finally:
             master.stop()
+        if args.cprofile:
+            print_profile(args.cprofile, PROFILE_LINES)
 
 
 def report(args, times: dict[str, list[float]]) -> None:

@@ -8,9 +8,11 @@ scheduler JSON-RPC, change hook), as a user or GitHub would.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,8 @@ import requests
 from tests.support import requires, wait_for
 
 from redox_ci.fixture import commit_all, make_fixture_repo
-from redox_ci.local import LocalSetup, prepare
+from redox_ci.cache.localserver import LocalS3Server
+from redox_ci.local import CacheWiring, LocalSetup, prepare, signing_key
 from redox_ci.workerproc import WorkerProcesses, create_workers, start_argv
 
 # Guards against a hung master or build: a test that waits longer fails with what it
@@ -27,6 +30,21 @@ from redox_ci.workerproc import WorkerProcesses, create_workers, start_argv
 STARTUP_WAIT_SECONDS = 120
 BUILD_WAIT_SECONDS = 900
 POLL_SECONDS = 0.5
+
+
+def job_field(build: dict, name: str):
+    """A field of the job a job build ran: its ``job`` property (``Job.to_json``)."""
+    return build["properties"]["job"][0][name]
+
+
+def answer(build: dict, prop: str = "build_result") -> dict:
+    """The verb's JSON answer a job build kept: ``build_result``, ``push_result`` or ``boot_result``."""
+    return build["properties"][prop][0]
+
+
+def cargo_counts(build: dict) -> dict:
+    """The test counts of a job's build (passed, failed, ignored, suites)."""
+    return answer(build)["tests"]
 
 
 def free_port() -> int:
@@ -146,6 +164,20 @@ class Master:
         assert response.ok and "result" in response.json(), response.text
         return self.build_for_request(int(list(response.json()["result"][1].values())[0]))
 
+    def forced_request(self, response: requests.Response) -> int:
+        """The build request a force call's answer queued."""
+        assert response.ok and "result" in response.json(), response.text
+        return int(list(response.json()["result"][1].values())[0])
+
+    def builds_of_request(self, brid: int) -> list[dict]:
+        """Every build of a request, oldest first (a retried request has several)."""
+        return sorted(self.api("builds", buildrequestid=brid)["builds"], key=lambda b: b["buildid"])
+
+    def first_build(self, brid: int) -> dict:
+        """The request's first build, once it started."""
+        return wait_for(f"a build of request {brid}", lambda: (self.builds_of_request(brid) or [None])[0],
+                        BUILD_WAIT_SECONDS)
+
     # --- reading results ------------------------------------------------------
     def build_for_request(self, brid: int) -> dict:
         def done():
@@ -165,7 +197,15 @@ class Master:
         return out
 
     def jobs(self, buildid: int) -> dict[str, dict]:
-        """Triggered builds by job name ("system.attr")."""
+        """Triggered builds by job name ("system.attr"), the systems' evaluations apart."""
+        return {name: b for name, b in self._by_name(buildid).items() if not _is_evaluation(b)}
+
+    def evaluations(self, buildid: int) -> dict[str, dict]:
+        """The systems' evaluations a plan build triggered, by system."""
+        return {b["properties"]["virtual_builder_tags"][0][0]: b for b in self._by_name(buildid).values()
+                if _is_evaluation(b)}
+
+    def _by_name(self, buildid: int) -> dict[str, dict]:
         return {b["properties"]["virtual_builder_name"][0]: b for b in self.children(buildid)}
 
     def steps(self, buildid: int) -> list[dict]:
@@ -209,6 +249,33 @@ def kill_tree(pid: int) -> None:
     wait_for(f"process {pid} to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
 
 
+def slow_package(seconds: int):
+    """For ``running_master(edit_flake=...)``: the fixture's fstools sleeps ``seconds`` while it
+    builds, a new derivation at every run (a nonce: Nix's store outlives a run, and a package
+    built before would be "already built" at once)."""
+    def edit(text: str) -> str:
+        old = 'fstools = simple "fstools" [ ];'
+        assert old in text
+        return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; '
+                                 f'buildPhase = "sleep {seconds}; echo {uuid.uuid4().hex}"; }};')
+    return edit
+
+
+def s3_server(tmp_path_factory):
+    """For module fixtures: a local S3 server (moto, over HTTP) for a master's cache."""
+    with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+def cache_wiring(s3_url: str, bucket: str, keys_dir: Path) -> CacheWiring:
+    """A master's [cache] on a test S3 server (moto), with a new signing key. The server
+    takes any credentials; random ones make a "secret in no log" check mean something."""
+    key_file, public_key = signing_key(keys_dir)
+    credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
+                   "aws_secret_access_key": secrets.token_urlsafe(30)}
+    return CacheWiring(s3_url, bucket, key_file, public_key, credentials)
+
+
 def make_master(tmp_path: Path, repo: Path, emulated_systems: list[str] | None = None, **setup_kwargs) -> Master:
     """``emulated_systems``: the worker builds these by emulation too."""
     setup = LocalSetup(state=tmp_path / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),
@@ -218,6 +285,12 @@ def make_master(tmp_path: Path, repo: Path, emulated_systems: list[str] | None =
     admin = prepare(setup, admin_password="admin-pass-Kd93", worker_password=worker_password,
                     webhook_secret=webhook_secret)
     return Master(setup, admin, worker_password, webhook_secret)
+
+
+def _is_evaluation(build: dict) -> bool:
+    """A system's evaluation (redox_ci.master.evaluation), tagged [system, "eval"] (and
+    Buildbot's own "_virtual_")."""
+    return build["properties"].get("virtual_builder_tags", [[None, None]])[0][1:2] == ["eval"]
 
 
 def running_master(tmp_path_factory, name: str, edit_flake=None, **setup_kwargs):

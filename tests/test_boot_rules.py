@@ -17,9 +17,10 @@ from redox_ci.boot import protocol
 from redox_ci.boot.protocol import parse_result
 from redox_ci.boot.replay import write_transcript
 from redox_ci.boot.run import follow_plan, replay
-from redox_ci.config import BootImage, BootSettings
+from redox_ci.config import BootImage, BootSettings, PlanSettings
 from redox_ci.errors import ConfigError
-from redox_ci.master.boot import boot_report, longest_boot
+from redox_ci.master.boot import boot_jobs, boot_report, longest_boot, results_listing
+from redox_ci.plan import build_plan
 from redox_ci.settings_file import load_table
 from tests.support import run_json
 
@@ -303,11 +304,41 @@ def test_the_boot_step_counts_the_tests(tmp_path):
     summary, props, logs = boot_report(data)
     assert summary.startswith("fail (-): 1 of 5 tests failed: nix-eval-arith")
     assert "FUNC_TEST: 3 passed, 1 failed, 1 skipped" in summary
-    assert {k: props[k] for k in ("tests_passed", "tests_failed", "tests_skipped", "tests_total")} == {
-        "tests_passed": 3, "tests_failed": 1, "tests_skipped": 1, "tests_total": 5}
+    assert props == {"boot_result": data}  # the verb's answer, whole, is the one property
     assert "failed   nix-eval-arith: expected 42, got 41" in logs["tests"].splitlines()
     plain, plain_props, plain_logs = boot_report(run("shell-prompt", tmp_path).to_json())
-    assert "tests_passed" not in plain_props and "tests" not in plain_logs and plain.startswith("pass (-)")
+    assert set(plain_props) == {"boot_result"} and "tests" not in plain_logs and plain.startswith("pass (-)")
+
+
+def test_each_configured_image_is_a_boot_job_on_the_vmms_it_allows():
+    """The boot test's image and each test image the plan has, per VMM the image allows;
+    the network test on QEMU only; an image the plan lacks is not booted."""
+    images = ["redox-minimal", FUNCTIONAL, NETWORK, "bootloader"]
+    evaluation = {"x86_64-linux": {"packages": {
+        name: {"kind": "package", "drv": f"/nix/store/{'d' * 32}-{name}.drv", "doCheck": False, "forced": False,
+               "outputs": [{"name": "out", "path": f"/nix/store/{'o' * 32}-{name}"}]} for name in images}}}
+    plan = build_plan("F", evaluation, PlanSettings(runners=[]), ["x86_64-linux"])
+    settings = BootSettings(test_images=[FUNCTIONAL, NETWORK, "redox-multi-user-test"])
+    jobs = {s.job.attr: s for s in boot_jobs(plan, settings)}
+    assert set(jobs) == {"boot-qemu", "boot-cloud-hypervisor", f"boot-qemu-{FUNCTIONAL}",
+                         f"boot-cloud-hypervisor-{FUNCTIONAL}", f"boot-qemu-{NETWORK}"}
+    functional = jobs[f"boot-qemu-{FUNCTIONAL}"]
+    boot = functional.extra["boot"]
+    assert boot["image_attr"] == FUNCTIONAL and functional.route == "x86_64-linux/qemu"
+    assert boot["image_paths"] == [f"/nix/store/{'o' * 32}-{FUNCTIONAL}"]
+    assert boot["bootloader_paths"] == [f"/nix/store/{'o' * 32}-bootloader"]
+    assert jobs["boot-qemu"].extra["boot"]["image_attr"] == "redox-minimal"
+    assert all(j.job.status == "build" and j.job.stage == "boot" for j in jobs.values())
+
+
+def test_the_boot_step_lists_each_test_and_an_unfinished_run():
+    tests = {"prefix": "FUNC_TEST", "complete": False, "results": [
+        {"name": "shell-echo", "status": "passed", "reason": ""},
+        {"name": "nix-eval-arith", "status": "failed", "reason": "expected 42, got 41"}],
+        "unreadable": ["FUNC_TEST:odd"], "passed": 1, "failed": 1, "skipped": 0, "total": 2}
+    assert results_listing(tests).splitlines() == [
+        "passed   shell-echo", "failed   nix-eval-arith: expected 42, got 41", "unreadable FUNC_TEST:odd",
+        "(no FUNC_TESTS_COMPLETE: the image did not finish its tests)"]
 
 
 def test_the_boot_step_outlasts_the_longest_boot():

@@ -63,6 +63,24 @@ def test_cache_push_round_trip(odd):
 def test_cache_push_defaults_round_trip():
     args = parsed(push_command_line(["/nix/store/p"]))
     assert (args.settings, args.bucket, args.compression, args.parallelism) == (None, None, None, None)
+    assert (args.max_attempts, args.multipart_threshold_mb, args.public_read) == (None, None, None)
+
+
+@pytest.mark.parametrize("public_read", [True, False])
+def test_the_masters_cache_table_round_trips_as_flags(public_read, monkeypatch):
+    """A push needs no settings file: the master's [cache] table travels as flags and the
+    verb's own reading of them (settings_from_args) gives the same table back."""
+    from redox_ci.cache.cli import push_command_line_for, settings_from_args
+    from redox_ci.config import CacheSettings
+
+    monkeypatch.delenv("REDOX_CI_SETTINGS", raising=False)  # no settings file under the flags
+    table = CacheSettings(enabled=True, bucket="-b", endpoint_url="http://127.0.0.1:9/x=y", region="eu-west-3",
+                          prefix="a b/", secret_key_file="/k/-key", upload_parallelism=3, compression="xz",
+                          max_attempts=5, multipart_threshold_mb=7, public_read=public_read)
+    args = parsed(push_command_line_for(table, ["/nix/store/p"]))
+    assert args.signing_key == "/k/-key" and args.store_paths == ["/nix/store/p"]
+    # enabled and public_key are the master's business: a push neither reads nor needs them.
+    assert settings_from_args(args) == table.model_copy(update={"enabled": False, "secret_key_file": None})
 
 
 @pytest.mark.parametrize("odd", ODD)

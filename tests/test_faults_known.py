@@ -19,7 +19,7 @@ from buildbot.process.results import FAILURE, SUCCESS
 from redox_ci.fixture import commit_all
 from redox_ci.master.known import (DAY_SECONDS, STATE_CLASS, STATE_NAME, failed_before, forces_job,
                                    live, outcome_change, record_key)
-from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from tests.master_support import BUILD_WAIT_SECONDS, job_field, running_master
 from tests.support import wait_for
 
 INSTALLER = "x86_64-linux.installer"
@@ -128,13 +128,13 @@ def later_commit(master, first_failure):
 def test_known_failure_is_not_built_for_a_later_commit(master, first_failure, later_commit):
     plan, jobs = later_commit
     job = jobs[INSTALLER]
-    assert job["properties"]["drv"][0] == first_failure["properties"]["drv"][0]
+    assert job_field(job, "drv") == job_field(first_failure, "drv")
     assert job["results"] == FAILURE
     assert f"failed before in {url_of(master, first_failure)}" in job["state_string"], job["state_string"]
     # No Nix: the build step never ran, and the verb left no answer.
     names = step_names(master, job)
     assert "known failure" in names and "build" not in names, names
-    assert "build_status" not in job["properties"]
+    assert "build_result" not in job["properties"]
     # It counts as failed; the rest of the commit is built.
     assert plan["results"] == FAILURE
     assert "failure" in master.step(plan["buildid"], "stage host-tools")["state_string"]
@@ -188,7 +188,7 @@ def age_record(master, drv: str, days: float) -> None:
 def test_known_failure_record_expires(master, later_commit):
     _, jobs = later_commit
     # Default known_failure_days = 7: a record 8 days old no longer stops the build.
-    age_record(master, jobs[INSTALLER]["properties"]["drv"][0], 8)
+    age_record(master, job_field(jobs[INSTALLER], "drv"), 8)
     rev = commit_all(master.setup.repo, "a commit after the record expired")
     job = master.jobs(plan_of(master, rev)["buildid"])[INSTALLER]
     assert job["results"] == FAILURE

@@ -54,23 +54,66 @@ def test_a_stage_starts_its_jobs_and_reports_the_rest():
     assert set(started) == {"x86_64-linux.redoxfs", "aarch64-linux.cookbook", "aarch64-linux.redoxfs"}
     redoxfs = started["x86_64-linux.redoxfs"]
     assert redoxfs["sched_name"] == "x86_64-linux/host-tools"
-    assert redoxfs["props_to_set"]["job_status"] == "build" and redoxfs["props_to_set"]["checks_forced"] is True
+    assert set(redoxfs["props_to_set"]) == {"job", "flake", "virtual_builder_name", "virtual_builder_tags",
+                                            "plan_scheduler"}
+    job = Job.from_json(redoxfs["props_to_set"]["job"])
+    assert job.status == "build" and job.checks_forced is True and job.attr == "redoxfs"
     assert started["aarch64-linux.cookbook"]["sched_name"] == "redox/report"
     # A system no worker builds: the job is reported skipped with the reason.
     step = stage_step("host-tools", {}, "redox/report", **props)
     started = {t["props_to_set"]["virtual_builder_name"]: t["props_to_set"] for t in step.getSchedulersAndProperties()}
-    assert started["x86_64-linux.redoxfs"]["job_status"] == "skipped"
-    assert started["x86_64-linux.redoxfs"]["job_reason"].startswith("no worker builds x86_64-linux, natively or by")
+    assert started["x86_64-linux.redoxfs"]["job"]["status"] == "skipped"
+    assert started["x86_64-linux.redoxfs"]["job"]["reason"].startswith("no worker builds x86_64-linux, natively or by")
 
 
 def test_boot_jobs_follow_the_image_and_bootloader():
+    from redox_ci.config import BootSettings
     from redox_ci.master.boot import boot_jobs
 
     evaluation = {"x86_64-linux": {"packages": {**EVAL["x86_64-linux"]["packages"], "diskImage": package("diskImage")}}}
     plan = build_plan("F", evaluation, SETTINGS, ["x86_64-linux"])
-    jobs = {s.job.attr: s for s in boot_jobs(plan, "diskImage", "bootloader")}
+    jobs = {s.job.attr: s for s in boot_jobs(plan, BootSettings(image_attr="diskImage"))}
     assert set(jobs) == {"boot-qemu", "boot-cloud-hypervisor"}
     assert jobs["boot-qemu"].job.status == "skipped" and "no bootloader" in jobs["boot-qemu"].job.reason
     ch = jobs["boot-cloud-hypervisor"]
     assert ch.job.status == "build" and ch.route == "x86_64-linux/cloud-hypervisor"
-    assert ch.extra["image_paths"] == [f"/nix/store/{'o' * 32}-diskImage"] and "kvm" in ch.no_worker
+    assert ch.extra["boot"]["image_paths"] == [f"/nix/store/{'o' * 32}-diskImage"] and "kvm" in ch.no_worker
+
+
+def test_a_job_build_carries_the_job_as_one_property():
+    from buildbot.process.properties import Properties
+
+    from redox_ci.master.base import job_of, job_properties
+
+    job = build_plan("F", EVAL, SETTINGS, ["x86_64-linux"]).jobs[0]
+    props = job_properties(job, "git+file:///r?rev=" + "a" * 40)
+    assert set(props) == {"job", "flake", "virtual_builder_name", "virtual_builder_tags"}
+    # Buildbot keeps properties as JSON: the job comes back whole.
+    stored = Properties(**json.loads(json.dumps(props)))
+    assert job_of(stored) == job and stored.getProperty("virtual_builder_name") == job.name
+
+
+def test_a_skipped_hidden_step_is_left_out_before_it_starts():
+    from types import SimpleNamespace
+
+    from buildbot.process.results import SKIPPED
+
+    from redox_ci.master.base import invisible_skip
+
+    def step(do, hide):
+        return SimpleNamespace(doStepIf=do, hideStepIf=hide)
+
+    def hidden_when_skipped(results, s):
+        return results == SKIPPED
+    assert invisible_skip(step(lambda s: False, hidden_when_skipped))
+    assert invisible_skip(step(lambda s: False, True))
+    assert not invisible_skip(step(lambda s: True, hidden_when_skipped))  # it runs
+    assert not invisible_skip(step(lambda s: False, False))  # skipped, but shown: Buildbot records it
+    assert not invisible_skip(step(True, True))  # no condition at all
+
+
+def test_a_step_is_logged_by_its_name_not_its_arguments():
+    from redox_ci.master.pipeline import PlanStep
+
+    step = PlanStep(["redox-ci"], ["plan"], name="plan", settings_text="x" * 10_000)
+    assert str(step) == repr(step) == "PlanStep('plan')"

@@ -27,7 +27,7 @@ from redox_ci.local import LocalSetup, secrets_text, settings_text
 from redox_ci.emulation import emulated_systems
 from redox_ci.localrun import FIRST_BUILD_REASON, start_failure
 from redox_ci.workerproc import WORKER_USER
-from tests.master_support import BUILD_WAIT_SECONDS, STARTUP_WAIT_SECONDS, Master, free_port
+from tests.master_support import BUILD_WAIT_SECONDS, STARTUP_WAIT_SECONDS, Master, answer, cargo_counts, free_port
 from tests.support import CLI, requires, wait_for
 
 SUCCESS = 0
@@ -427,11 +427,17 @@ def test_the_first_build_starts_by_itself_and_completes(running):
     assert boot["results"] == SUCCESS, boot["state_string"]
     cookbook = jobs["x86_64-linux.cookbook"]
     assert cookbook["results"] == SUCCESS, cookbook["state_string"]
-    assert cookbook["properties"]["cache_pushed"][0] >= 1
+    assert len(answer(cookbook, "push_result")["pushed"]) >= 1
     emulated, why_not = emulated_systems(["aarch64-linux"])
     if emulated:
         assert "builds aarch64-linux by emulation" in running.stdout()
         arm = jobs["aarch64-linux.cookbook"]
-        assert arm["results"] == SUCCESS and arm["properties"]["tests_passed"][0] == 9, arm["state_string"]
+        assert arm["results"] == SUCCESS and cargo_counts(arm)["passed"] == 9, arm["state_string"]
     else:
         assert f"does not build aarch64-linux, so its jobs are SKIPPED: {why_not['aarch64-linux']}" in running.stdout()
+    # When it ends, the terminal lists what did not succeed and the functional test image's tests.
+    wait_for("the first build's report", lambda: "first build finished:" in running.stdout(), STARTUP_WAIT_SECONDS)
+    report = running.stdout().split("first build finished:", 1)[1].splitlines()
+    assert "    failed   nix-eval-arith: expected 42, got 41" in report
+    assert "    FUNC_TEST: 3 passed, 1 failed, 1 skipped" in report
+    assert any(line.startswith("  x86_64-linux.boot-qemu-redox-functional-test: failure: ") for line in report)

@@ -13,7 +13,7 @@ import requests
 from redox_ci.cache.push import cached_paths, list_keys
 from redox_ci.cache.localserver import LocalS3Server
 from redox_ci.local import CacheWiring, signing_key
-from tests.master_support import running_master
+from tests.master_support import answer, running_master
 
 pytestmark = pytest.mark.e2e
 
@@ -61,14 +61,14 @@ def test_successful_jobs_are_pushed_failed_ones_are_not(master, s3, first_run):
     _, jobs = first_run
     cookbook, installer = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.installer"]
     assert cookbook["results"] == SUCCESS
-    assert cookbook["properties"]["cache_pushed"][0] >= 1
+    assert len(answer(cookbook, "push_result")["pushed"]) >= 1
     assert "pushed" in master.step(cookbook["buildid"], "cache push")["state_string"]
     settings = s3.settings()
-    outs = cookbook["properties"]["out_paths"][0] + installer["properties"]["out_paths"][0]
+    outs = answer(cookbook)["outputs"] + answer(installer)["outputs"]
     held = cached_paths(settings, outs, credentials=s3.credentials)
-    assert set(cookbook["properties"]["out_paths"][0]) <= held
-    assert not set(installer["properties"]["out_paths"][0]) & held
-    assert "cache_pushed" not in installer["properties"]
+    assert set(answer(cookbook)["outputs"]) <= held
+    assert not set(answer(installer)["outputs"]) & held
+    assert "push_result" not in installer["properties"]
 
 
 def test_cached_jobs_are_not_built_again(master, first_run):

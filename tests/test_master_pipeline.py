@@ -19,7 +19,7 @@ import requests
 
 from redox_ci.emulation import emulated_systems
 from redox_ci.fixture import commit_all, git
-from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from tests.master_support import BUILD_WAIT_SECONDS, answer, cargo_counts, job_field, running_master
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -69,12 +69,13 @@ def test_every_job_has_its_own_result(forced):
 def test_no_alias_is_built_twice(forced, emulation):
     _, jobs = forced
     for system in ["x86_64-linux", *emulation[0]]:
-        drvs = [b["properties"]["drv"][0] for n, b in jobs.items()
-                if n.startswith(system + ".") and b["properties"]["job_status"][0] == "build"]
+        # Boots build no derivation of their own.
+        drvs = [job_field(b, "drv") for n, b in jobs.items()
+                if n.startswith(system + ".") and job_field(b, "status") == "build" and job_field(b, "drv")]
         assert len(drvs) == len(set(drvs))
         assert f"{system}.diskImage" not in jobs and f"{system}.checks.redox-default-build" not in jobs
         image = jobs[f"{system}.redox-default"]
-        assert image["properties"]["aliases"][0] == ["diskImage", "checks.redox-default-build"]
+        assert job_field(image, "aliases") == ["diskImage", "checks.redox-default-build"]
         assert "also diskImage, checks.redox-default-build" in image["state_string"]
         assert "checks.cookbook-build" in jobs[f"{system}.cookbook"]["state_string"]
 
@@ -82,9 +83,9 @@ def test_no_alias_is_built_twice(forced, emulation):
 def test_host_tool_test_counts(forced):
     _, jobs = forced
     cookbook, redoxfs = jobs["x86_64-linux.cookbook"], jobs["x86_64-linux.redoxfs"]
-    assert cookbook["properties"]["tests_passed"][0] == 9
-    assert cookbook["properties"]["tests_failed"][0] == 0
-    assert redoxfs["properties"]["tests_passed"][0] == 38
+    assert cargo_counts(cookbook)["passed"] == 9
+    assert cargo_counts(cookbook)["failed"] == 0
+    assert cargo_counts(redoxfs)["passed"] == 38
     assert "doCheck turned on by redox-ci" in redoxfs["state_string"]
     assert "38 passed" in redoxfs["state_string"]
 
@@ -94,8 +95,8 @@ def test_swallowed_installer_failure_fails_the_job(forced):
     installer = jobs["x86_64-linux.installer"]
     assert installer["results"] == FAILURE
     assert "swallowed" in installer["state_string"]
-    assert installer["properties"]["tests_failed"][0] == 1
-    assert installer["properties"]["tests_passed"][0] == 3
+    assert cargo_counts(installer)["failed"] == 1
+    assert cargo_counts(installer)["passed"] == 3
 
 
 def test_missing_and_unknown_attributes(forced):
@@ -105,7 +106,7 @@ def test_missing_and_unknown_attributes(forced):
     assert "the flake has no packages.x86_64-linux.sodium" in sodium["state_string"]
     extra = jobs["x86_64-linux.extraTool"]
     assert extra["results"] == SUCCESS
-    assert extra["properties"]["stage"][0] == "other"
+    assert job_field(extra, "stage") == "other"
     # Runner scripts, by any name, are not build artefacts.
     assert not any(n.endswith((".runQemu", ".bootTest", ".snapshotRedox", ".serve-cache", ".run-redox-default",
                                ".checks.boot-test")) for n in jobs)
@@ -119,17 +120,17 @@ def test_aarch64_matrix_is_built_by_emulation_and_its_tests_counted(forced, emul
     assert {n.split(".", 1)[1] for n in jobs if n.startswith("x86_64-linux.")} <= set(arm)
     if not emulated:
         for name, b in arm.items():
-            if b["properties"]["job_status"][0] == "build":
+            if job_field(b, "status") == "build":
                 assert b["results"] == SKIPPED and "no worker builds aarch64-linux" in b["state_string"], name
         pytest.skip(f"this host does not emulate aarch64-linux: {cannot_emulate['aarch64-linux']}")
     cookbook, redoxfs, installer = arm["cookbook"], arm["redoxfs"], arm["installer"]
     assert cookbook["results"] == SUCCESS, cookbook["state_string"]
     assert "built by emulation on local-worker" in cookbook["state_string"]
-    assert cookbook["properties"]["tests_passed"][0] == 9
-    assert redoxfs["properties"]["tests_passed"][0] == 38 and "doCheck turned on" in redoxfs["state_string"]
+    assert cargo_counts(cookbook)["passed"] == 9
+    assert cargo_counts(redoxfs)["passed"] == 38 and "doCheck turned on" in redoxfs["state_string"]
     # The installer has no tests, as the real one today: a warning that says so, not a failure.
     assert installer["results"] == WARNINGS, installer["state_string"]
-    assert "0 tests" in installer["state_string"] and installer["properties"]["tests_passed"][0] == 0
+    assert "0 tests" in installer["state_string"] and cargo_counts(installer)["passed"] == 0
     for attr in ["fstools", "kernel", "relibc", "ion", "redox-default", "redox-minimal", "checks.eval-users"]:
         assert arm[attr]["results"] == SUCCESS, (attr, arm[attr]["state_string"])
     # What throws on aarch64-linux fails alone, quoting the evaluation error.
@@ -149,6 +150,7 @@ def test_force_subset_of_attributes_and_systems(master):
     build = master.forced_build(master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"]))
     jobs = master.jobs(build["buildid"])
     assert sorted(jobs) == ["x86_64-linux.cookbook", "x86_64-linux.redoxfs"]
+    assert list(master.evaluations(build["buildid"])) == ["x86_64-linux"]  # the forced system alone
     assert build["results"] == SUCCESS
 
 
@@ -244,8 +246,9 @@ def test_disk_image_boots_on_qemu_through_the_master(master, forced):
     _, jobs = forced
     boot = jobs["x86_64-linux.boot-qemu"]
     assert boot["results"] == SUCCESS, boot["state_string"]
-    assert boot["properties"]["boot_verdict"][0] == "pass"
-    assert boot["properties"]["boot_seconds"][0] > 0
+    result = answer(boot, "boot_result")
+    assert result["verdict"] == "pass"
+    assert [m["at"] for m in result["milestones"] if m["name"] == "boot-complete"][0] > 0
     assert "boot-complete" in boot["state_string"] and "shell" in boot["state_string"]  # the flake's rule
     logs = master.step_logs(boot["buildid"], "boot")
     assert {"serial", "vmm", "milestones"} <= set(logs)
@@ -261,3 +264,49 @@ def test_boots_that_cannot_run_are_skipped_with_the_reason(forced):
     arm = jobs["aarch64-linux.boot-qemu"]
     assert arm["results"] == SKIPPED
     assert "no worker runs aarch64-linux VMs" in arm["state_string"]
+
+
+def test_functional_test_image_shows_its_tests_one_by_one(master, forced):
+    """The fixture's redox-functional-test prints the FUNC_TEST protocol, one test failing:
+    the boot job counts them like cargo's, lists each with its verdict, keeps the verb's answer."""
+    _, jobs = forced
+    boot = jobs["x86_64-linux.boot-qemu-redox-functional-test"]
+    assert boot["results"] == FAILURE, boot["state_string"]
+    assert "1 of 5 tests failed: nix-eval-arith: expected 42, got 41 (3 passed, 1 failed, 1 skipped)" \
+        in boot["state_string"]
+    result = answer(boot, "boot_result")
+    assert result["attr"] == "redox-functional-test" and result["failure"] == "tests-failed"
+    assert result["vm"] == {"memory_mb": 1024, "cpus": 2, "nic": None}
+    tests = result["tests"]
+    assert (tests["passed"], tests["failed"], tests["skipped"], tests["complete"]) == (3, 1, 1, True)
+    assert [(t["name"], t["status"], t["reason"]) for t in tests["results"]] == [
+        ("shell-echo", "passed", ""), ("fs-write-read", "passed", ""),
+        ("nix-eval-arith", "failed", "expected 42, got 41"), ("snix-fetchers", "skipped", ""),
+        ("generations-list", "passed", "")]
+    assert master.step_logs(boot["buildid"], "boot")["tests"].splitlines() == [
+        "passed   shell-echo", "passed   fs-write-read", "failed   nix-eval-arith: expected 42, got 41",
+        "skipped  snix-fetchers", "passed   generations-list"]
+    # Cloud Hypervisor needs a worker with KVM; the fixture has no network test image.
+    assert jobs["x86_64-linux.boot-cloud-hypervisor-redox-functional-test"]["results"] == SKIPPED
+    assert not any("redox-network-test" in name for name in jobs)
+
+
+def test_each_system_is_evaluated_on_a_worker_of_that_system(master, forced, emulation):
+    build, jobs = forced
+    evaluations = master.evaluations(build["buildid"])
+    x86 = evaluations["x86_64-linux"]
+    assert x86["results"] in (SUCCESS, WARNINGS), x86["state_string"]
+    assert "x86_64-linux" in x86["properties"]["worker_systems"][0]
+    plan = master.api(f"builds/{build['buildid']}", property="plan")["builds"][0]["properties"]["plan"][0]
+    assert {j["system"] for j in plan["jobs"]} == {"x86_64-linux", "aarch64-linux"}
+    # The plan build's own evaluation, of systems no worker builds (hidden when there is none).
+    evaluated_here = [s for s in master.steps(build["buildid"]) if s["name"] == "evaluate here"]
+    if emulation[0]:
+        arm = evaluations["aarch64-linux"]
+        assert arm["results"] in (SUCCESS, WARNINGS), arm["state_string"]
+        assert "aarch64-linux" in arm["properties"]["worker_emulated_systems"][0]
+        assert all(s["results"] == SKIPPED for s in evaluated_here)  # every system had a worker of its own
+    else:
+        # No worker builds aarch64-linux: the plan build evaluates it itself, its jobs SKIPPED.
+        assert set(evaluations) == {"x86_64-linux"} and evaluated_here[0]["results"] in (SUCCESS, WARNINGS)
+    assert master.step(build["buildid"], "plan")["state_string"].startswith("plan: ")

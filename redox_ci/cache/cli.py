@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 KIB = 1024
 # Flag name -> CacheSettings field, for the flags that override the settings file.
 OVERRIDES = {"bucket": "bucket", "endpoint_url": "endpoint_url", "region": "region",
-             "prefix": "prefix", "compression": "compression", "parallelism": "upload_parallelism"}
+             "prefix": "prefix", "compression": "compression", "parallelism": "upload_parallelism",
+             "max_attempts": "max_attempts", "multipart_threshold_mb": "multipart_threshold_mb",
+             "public_read": "public_read"}
 
 
 def settings_from_args(args: argparse.Namespace) -> CacheSettings:
@@ -88,16 +90,29 @@ def do_keygen(args: argparse.Namespace) -> Outcome:
 def push_command_line(store_paths: list[str], *, settings: str | None = None, bucket: str | None = None,
                       endpoint_url: str | None = None, region: str | None = None, prefix: str | None = None,
                       signing_key: str | None = None, compression: str | None = None,
-                      parallelism: int | None = None, stage_dir: str | None = None) -> list[str]:
+                      parallelism: int | None = None, stage_dir: str | None = None,
+                      max_attempts: int | None = None, multipart_threshold_mb: int | None = None,
+                      public_read: bool | None = None) -> list[str]:
     """The argv after ``redox-ci`` of a ``cache push``, as ``register``'s parser reads it back.
 
     ``--flag=value`` and ``--`` before the paths: values that start with "-" stay values.
     """
     flags = {"settings": settings, "bucket": bucket, "endpoint-url": endpoint_url, "region": region,
              "prefix": prefix, "signing-key": signing_key, "compression": compression,
-             "parallelism": parallelism, "stage-dir": stage_dir}
+             "parallelism": parallelism, "stage-dir": stage_dir, "max-attempts": max_attempts,
+             "multipart-threshold-mb": multipart_threshold_mb}
+    read = [] if public_read is None else ["--public-read" if public_read else "--no-public-read"]
     return ["cache", "push", *(f"--{flag}={value}" for flag, value in flags.items() if value is not None),
-            "--", *store_paths]
+            *read, "--", *store_paths]
+
+
+def push_command_line_for(settings: CacheSettings, store_paths: list[str]) -> list[str]:
+    """A push to the bucket of ``settings`` (the master's ``[cache]``), no settings file needed."""
+    return push_command_line(
+        store_paths, bucket=settings.bucket, endpoint_url=settings.endpoint_url, region=settings.region,
+        prefix=settings.prefix, signing_key=settings.secret_key_file, compression=settings.compression,
+        parallelism=settings.upload_parallelism, max_attempts=settings.max_attempts,
+        multipart_threshold_mb=settings.multipart_threshold_mb, public_read=settings.public_read)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -106,6 +121,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (R2, MinIO, a local server)")
     p.add_argument("--region", help="S3 region")
     p.add_argument("--prefix", help="key prefix inside the bucket")
+    p.add_argument("--max-attempts", type=int, help="attempts per S3 request (default [cache].max_attempts)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("store_paths", nargs="+", metavar="STORE_PATH")
 
@@ -119,13 +135,16 @@ def register(sub) -> None:
     p.add_argument("--signing-key", help="Nix secret key file (default [cache].secret_key_file)")
     p.add_argument("--compression", choices=["xz", "zstd", "none"], help="NAR compression (default zstd)")
     p.add_argument("--parallelism", type=int, help="uploads at once (default 8)")
+    p.add_argument("--multipart-threshold-mb", type=int, help="NARs this large go up in parts (default 64)")
+    p.add_argument("--public-read", action=argparse.BooleanOptionalAction, default=None,
+                   help="give every object a public-read ACL (default [cache].public_read)")
     p.add_argument("--stage-dir", type=Path, help="where compressed NARs are staged before upload; needs "
                    "room for the pushed paths (default $TMPDIR)")
     p.set_defaults(func=do_push)
 
     p = verbs.add_parser("status", help="which store paths the bucket holds (exit 1 if any is missing)")
     _common(p)
-    p.set_defaults(func=do_status, compression=None, parallelism=None)
+    p.set_defaults(func=do_status, compression=None, parallelism=None, multipart_threshold_mb=None, public_read=None)
 
     p = verbs.add_parser("serve", help="run a local S3 server with a public-read bucket (foreground)")
     localserver.add_arguments(p)

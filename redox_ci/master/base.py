@@ -10,7 +10,7 @@ change, and the settings file for the worker.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buildbot.plugins import steps
 from buildbot.process import buildstep
@@ -19,6 +19,7 @@ from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 
 from ..errors import FlakeError
 from ..flake import flake_ref_for
+from ..plan import Job
 
 if TYPE_CHECKING:
     from ..config import LoadedSettings
@@ -27,6 +28,51 @@ if TYPE_CHECKING:
 WORKER_SETTINGS = "redox-ci-settings.toml"
 # A step summary is one line in the web UI; longer reasons are in the log.
 SUMMARY_CHARS = 200
+
+
+class ShortRepr:
+    """A step shown in the master's log by its class and name alone.
+
+    Buildbot writes a step into twistd.log with every argument it was made with, twice a
+    step (acquireLocks, releaseLocks): a step given the settings, or the settings file's
+    text, would write kilobytes per step, hundreds of times per commit.
+    """
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'name', '')!r})"
+
+    __repr__ = __str__
+
+
+def invisible_skip(step: buildstep.BuildStep) -> bool:
+    """Whether ``step`` would be skipped and then hidden: its ``doStepIf`` says no now, and
+    its ``hideStepIf`` hides a SKIPPED step."""
+    do, hide = step.doStepIf, step.hideStepIf
+    if not callable(do) or do(step) is not False:
+        return False
+    return hide is True or (callable(hide) and hide(SKIPPED, step) is True)
+
+
+class QuietSkips:
+    """A ``Build`` that leaves out the steps ``invisible_skip`` finds, before they start.
+
+    Buildbot gives a step its database row, state strings and transactions before it asks
+    ``doStepIf``; a skipped, hidden step costs them all and shows nothing. Asking here,
+    when the steps before it have finished (as Buildbot would ask a moment later), the
+    step costs nothing. A job build skips its push after a failure, a plan build the
+    stages with nothing to start.
+    """
+
+    def getNextStep(self):
+        while True:
+            step = super().getNextStep()
+            if step is None or not invisible_skip(step):
+                return step
+
+
+def quiet_build(build_class: type) -> type:
+    """``build_class`` with ``QuietSkips``."""
+    return type(f"Quiet{build_class.__name__}", (QuietSkips, build_class), {})
 
 
 def one_line(text: str) -> str:
@@ -42,12 +88,30 @@ def parse_result(text: str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def job_properties(job: Job, flake: str, extra: dict[str, Any] | None = None) -> dict:
+    """The properties of a job build: the job as one JSON document (one database row,
+    not one per field), the flake to instantiate it from, and its name in the web UI."""
+    return {
+        "job": job.to_json(),
+        "flake": flake,
+        # Each attribute shows as a builder of its own in the web UI, with its own history.
+        "virtual_builder_name": job.name,
+        "virtual_builder_tags": [job.system, job.stage],
+        **(extra or {}),
+    }
+
+
+def job_of(props) -> Job:
+    """The job a job build runs (its ``job`` property): the one reader of job data."""
+    return Job.from_json(props.getProperty("job"))
+
+
 def stderr_reason(stderr: str) -> str:
     lines = [l for l in stderr.strip().splitlines() if l.startswith("redox-ci ")]
     return lines[-1] if lines else (stderr.strip().splitlines() or ["no output"])[-1]
 
 
-class ResolveFlake(buildstep.BuildStep):
+class ResolveFlake(ShortRepr, buildstep.BuildStep):
     """Set ``flake_ref`` from the configured repository and the change's branch and revision.
 
     The repository always comes from the settings, never from a change or webhook.
@@ -75,13 +139,17 @@ class ResolveFlake(buildstep.BuildStep):
         return {"step": self._summary}
 
 
+class SettingsDownload(ShortRepr, steps.StringDownload):
+    pass
+
+
 def settings_download(loaded: LoadedSettings, **kwargs) -> steps.StringDownload:
     """The settings file, for the worker's redox-ci (it holds no secrets)."""
-    return steps.StringDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
+    return SettingsDownload(loaded.path.read_text(), workerdest=WORKER_SETTINGS, name="settings to worker",
                                 hideStepIf=lambda r, s: r in (SUCCESS, SKIPPED), **kwargs)
 
 
-class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep):
+class RedoxCiStep(ShortRepr, buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep):
     """Run ``redox-ci --json-out FILE <args>``; subclasses say what the JSON means.
 
     The JSON comes back as a file, not from stdout: the worker cuts long stdout lines
@@ -90,14 +158,18 @@ class RedoxCiStep(buildstep.ShellMixin, CompositeStepMixin, buildstep.BuildStep)
 
     renderables = ["verb_args"]
 
-    def __init__(self, redox_ci: list[str], verb_args, **kwargs):
+    def __init__(self, redox_ci: list[str], verb_args, settings_text: str | None = None, **kwargs):
         self.verb_args = verb_args
         self.redox_ci = list(redox_ci)
+        # The settings file for the verb, sent within this step (no step of its own).
+        self.settings_text = settings_text
         kwargs = self.setupShellMixin(kwargs)
         super().__init__(**kwargs)
         self._summary = ""
 
     async def run(self):
+        if self.settings_text is not None:
+            await self.downloadFileContentToWorker(WORKER_SETTINGS, self.settings_text, abandonOnFailure=True)
         result_file = f"redox-ci-result-{self.stepid}.json"
         self.command = [*self.redox_ci, "--json-out", result_file, *self.verb_args]
         cmd = await self.makeRemoteShellCommand(collectStderr=True)

@@ -1,5 +1,7 @@
-"""Boot tests on the master: after the stages, the disk image of each system is booted
-on QEMU and on Cloud Hypervisor, each a job of its own.
+"""Boot tests on the master: after the stages, each system's boot image ([boot].image_attr,
+the flake's bootTest) and VM test images ([boot].test_images: redox-functional-test, ...)
+are booted on QEMU and on Cloud Hypervisor (those an image's ``vmms`` allow), each a job
+of its own. A test image's FUNC_TEST / NET_TEST results are the job's tests, one by one.
 
 Cloud Hypervisor needs KVM, so it runs only on workers with the ``kvm`` capability;
 a worker-wide lock keeps VMs from oversubscribing a worker. A boot that cannot run
@@ -18,14 +20,16 @@ from ..boot.cli import command_line
 from ..nix import realise_paths_argv
 from ..plan import Job, JobStatus, Plan
 from . import schedulers as redox_schedulers
-from .base import WORKER_SETTINGS, RedoxCiStep, one_line, settings_download
-from .pipeline import StageJob, TriggerStage, planned
+from .base import WORKER_SETTINGS, RedoxCiStep, job_of, one_line
+from .pipeline import StageJob, TriggerStage
 from .workers import host_of, names_for
 
 if TYPE_CHECKING:
     from ..config import BootSettings, LoadedSettings
 
 BOOT_STAGE = "boot"
+# The property of a boot build beside ``job``: which VMM boots which image, with which loader.
+BOOT_PROPERTY = "boot"
 # (VMM, capability it needs on the worker)
 VMMS = (("qemu", None), ("cloud-hypervisor", "kvm"))
 # One VM at a time per host (all its worker slots): a TCG boot takes both cores of a small host.
@@ -38,8 +42,13 @@ def boot_builder_name(system: str, vmm: str) -> str:
     return f"{system}/boot-{vmm}"
 
 
-def boot_jobs(plan: Plan, image_attr: str, bootloader_attr: str) -> list[StageJob]:
-    """One boot job per system whose plan has the disk image, per VMM.
+def boot_job_attr(vmm: str, image: str, boot_image: str) -> str:
+    """``boot-<vmm>`` for the boot test's image, ``boot-<vmm>-<image>`` for a test image."""
+    return f"boot-{vmm}" if image == boot_image else f"boot-{vmm}-{image}"
+
+
+def boot_jobs(plan: Plan, boot: BootSettings) -> list[StageJob]:
+    """One boot job per system, image the plan has and VMM the image boots on.
 
     Pure: from the plan to the jobs TriggerStage starts.
     """
@@ -47,75 +56,86 @@ def boot_jobs(plan: Plan, image_attr: str, bootloader_attr: str) -> list[StageJo
     ready = (JobStatus.BUILD, JobStatus.CACHED)
     jobs = []
     for system in systems:
-        # By its name or an alias: the image job may be named otherwise (redox-default, diskImage).
-        image = plan.find(system, image_attr)
-        if image is None:
-            continue  # a forced subset without the image: nothing to boot
-        loader = plan.find(system, bootloader_attr)
-        for vmm, capability in VMMS:
-            status, reason = JobStatus.BUILD, ""
-            if image.status not in ready:
-                status, reason = JobStatus.SKIPPED, f"no disk image: {image.reason}"
-            elif vmm == "qemu" and (loader is None or loader.status not in ready):
-                status, reason = JobStatus.SKIPPED, f"no {bootloader_attr} for {system}, which QEMU boots"
-            jobs.append(StageJob(
-                Job(f"boot-{vmm}", system, BOOT_STAGE, None, False, status, reason),
-                route=f"{system}/{vmm}",
-                no_worker=f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
-                extra={"vmm": vmm, "image_paths": list(image.outputs),
-                       "bootloader_paths": list(loader.outputs) if loader else []},
-            ))
+        loader = plan.find(system, boot.bootloader_attr)
+        for attr in boot.booted_images():
+            # By its name or an alias: the image job may be named otherwise (redox-default, diskImage).
+            image = plan.find(system, attr)
+            if image is None:
+                continue  # a flake without it, or a forced subset: nothing to boot
+            for vmm, capability in VMMS:
+                if vmm not in boot.image(attr).vmms:
+                    continue
+                status, reason = JobStatus.BUILD, ""
+                if image.status not in ready:
+                    status, reason = JobStatus.SKIPPED, f"no disk image: {image.reason}"
+                elif vmm == "qemu" and (loader is None or loader.status not in ready):
+                    status, reason = JobStatus.SKIPPED, f"no {boot.bootloader_attr} for {system}, which QEMU boots"
+                jobs.append(StageJob(
+                    Job(boot_job_attr(vmm, attr, boot.image_attr), system, BOOT_STAGE, None, False, status, reason),
+                    route=f"{system}/{vmm}",
+                    no_worker=f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
+                    extra={BOOT_PROPERTY: {"vmm": vmm, "image_attr": attr, "image_paths": list(image.outputs),
+                                           "bootloader_paths": list(loader.outputs) if loader else []}},
+                ))
     return jobs
 
 
 class TriggerBoots(TriggerStage):
-    def __init__(self, image_attr: str, bootloader_attr: str, job_schedulers: dict[str, str], **kwargs):
-        self.image_attr, self.bootloader_attr = image_attr, bootloader_attr
+    def __init__(self, boot: BootSettings, job_schedulers: dict[str, str], **kwargs):
+        self.boot = boot
         super().__init__(BOOT_STAGE, job_schedulers, **kwargs)
 
-    def stage_jobs(self) -> list[StageJob]:
-        return boot_jobs(planned(self), self.image_attr, self.bootloader_attr)
+    def jobs_of(self, plan: Plan) -> list[StageJob]:
+        return boot_jobs(plan, self.boot)
 
 
 @util.renderer
 def boot_args(props):
-    vmm = props.getProperty("vmm")
-    return command_line(vmm=vmm, system=props.getProperty("system"), image=props.getProperty("image_paths")[0],
-                        bootloader=props.getProperty("bootloader_paths")[0] if vmm == "qemu" else None,
-                        settings=WORKER_SETTINGS, serial_log="serial.log", vmm_log="vmm.log")
+    boot = props.getProperty(BOOT_PROPERTY)
+    vmm = boot["vmm"]
+    return command_line(vmm=vmm, system=job_of(props).system, image=boot["image_paths"][0],
+                        # The image's own loader first (make-disk-image copies it in), as built with it.
+                        bootloader_fallback=boot["bootloader_paths"][0] if vmm == "qemu" else None,
+                        attr=boot["image_attr"], settings=WORKER_SETTINGS, serial_log="serial.log", vmm_log="vmm.log")
 
 
 @util.renderer
 def realise_args(props):
     # Run by the worker (the master runs no Nix): the image and bootloader built or substituted.
-    return realise_paths_argv([*props.getProperty("image_paths"), *props.getProperty("bootloader_paths")])
+    boot = props.getProperty(BOOT_PROPERTY)
+    return realise_paths_argv([*boot["image_paths"], *boot["bootloader_paths"]])
+
+
+def results_listing(tests: dict) -> str:
+    """A test image's results one by one: verdict, name, a failure's reason."""
+    lines = [f"{t['status']:8} {t['name']}" + (f": {t['reason']}" if t["reason"] else "") for t in tests["results"]]
+    lines += [f"unreadable {line}" for line in tests.get("unreadable", [])]
+    if not tests["complete"]:
+        lines.append(f"(no {tests['prefix']}S_COMPLETE: the image did not finish its tests)")
+    return "\n".join(lines)
 
 
 def boot_report(data: dict) -> tuple[str, dict[str, object], dict[str, str]]:
-    """Summary, properties and logs from ``redox-ci boot --json``; a test image's results
-    are counted as a build's cargo tests are (``tests_passed``, ...)."""
+    """Summary, properties and logs from ``redox-ci boot --json``: the answer itself is the
+    one property ``boot_result`` (verdict, accel, milestones, a test image's tests); a test
+    image's results are listed in the ``tests`` log."""
     table = ", ".join(f"{m['name']} {m['at']:.2f} s" for m in data["milestones"])
-    props: dict[str, object] = {"boot_verdict": data["verdict"], "boot_accel": data.get("accel")}
-    complete = [m["at"] for m in data["milestones"] if m["name"] == "boot-complete"]
-    if complete:
-        props["boot_seconds"] = complete[0]
+    props: dict[str, object] = {"boot_result": data}
     logs = {"milestones": "\n".join(
         [f"{m['name']:15} {m['at']:8.2f} s" for m in data["milestones"]]
         + [f"harmless: {h}" for h in data.get("harmless", [])] + data.get("notes", []))}
     tests = data.get("tests")
     if tests:
-        props.update({f"tests_{key}": tests[key] for key in ("passed", "failed", "skipped", "total")})
         table += (f"; {tests['prefix']}: {tests['passed']} passed, {tests['failed']} failed, "
                   f"{tests['skipped']} skipped")
-        logs["tests"] = "\n".join(f"{t['status']:8} {t['name']}" + (f": {t['reason']}" if t["reason"] else "")
-                                  for t in tests["results"])
+        logs["tests"] = results_listing(tests)
     summary = f"{data['verdict']} ({data.get('accel') or '-'}): {data['reason']}" + (f"; {table}" if table else "")
     return one_line(summary), props, logs
 
 
 class BootStep(RedoxCiStep):
-    """Milestone table as the summary, serial and VMM logs attached, boot time as a property;
-    a test image's results one by one in a log, counted in properties."""
+    """Milestone table as the summary, serial and VMM logs attached, the answer as the
+    ``boot_result`` property; a test image's results one by one in a log."""
 
     async def interpret(self, data: dict, rc: int) -> int:
         for name, path in (("serial", data.get("serial_log")), ("vmm", data.get("vmm_log"))):
@@ -142,8 +162,8 @@ def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
     f = util.BuildFactory()
     f.addStep(steps.ShellCommand(command=realise_args, name="fetch image", haltOnFailure=True,
                                  descriptionDone="image and bootloader in the store"))
-    f.addStep(settings_download(loaded))
     f.addStep(BootStep(loaded.settings.workers.command, boot_args, name="boot",
+                       settings_text=loaded.path.read_text(),
                        # TERM, not KILL: redox-ci then stops the VM's whole process group.
                        interruptSignal="TERM",
                        timeout=int(longest_boot(boot) + STEP_TIMEOUT_MARGIN)))
@@ -184,11 +204,11 @@ def vm_lock(loaded: LoadedSettings):
 
 
 def stage_steps(loaded: LoadedSettings) -> list[TriggerStage]:
-    """The plan builder's last step: boot each system's image, after the stages."""
+    """The plan builder's last step: boot each system's images, after the stages."""
     boot = loaded.settings.boot
     if not boot.enabled:
         return []
-    return [TriggerBoots(boot.image_attr, boot.bootloader_attr, {b.route: b.name for b in boot_builders(loaded)})]
+    return [TriggerBoots(boot, {b.route: b.name for b in boot_builders(loaded)})]
 
 
 def builders(loaded: LoadedSettings) -> list[util.BuilderConfig]:

@@ -12,12 +12,12 @@ from buildbot.plugins import util
 from buildbot.steps.download_secret_to_worker import DownloadSecretsToWorker, RemoveWorkerFileSecret
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 
-from ..cache.cli import push_command_line
+from ..cache.cli import push_command_line_for
 from ..secrets_file import CACHE_SIGNING_KEY
-from .base import WORKER_SETTINGS, RedoxCiStep, settings_download
+from .base import RedoxCiStep
 
 if TYPE_CHECKING:
-    from ..config import LoadedSettings
+    from ..config import CacheSettings, LoadedSettings
     from ..secrets_file import Secrets
 
 
@@ -42,16 +42,22 @@ def worker_key_path(props) -> str:
 key_path = util.renderer(worker_key_path)
 
 
-def push_args(key_from_master: bool):
+def built_outputs(props) -> list[str]:
+    """The outputs the job's ``redox-ci build`` answered with (``build_result``)."""
+    return (props.getProperty("build_result") or {}).get("outputs") or []
+
+
+def push_args(settings: CacheSettings, key_from_master: bool):
+    """The ``[cache]`` table travels as flags: no settings file on the worker for a push."""
     @util.renderer
     def render(props):
-        key = worker_key_path(props) if key_from_master else None
-        return push_command_line(props.getProperty("out_paths"), settings=WORKER_SETTINGS, signing_key=key)
+        key = worker_key_path(props) if key_from_master else settings.secret_key_file
+        return push_command_line_for(settings.model_copy(update={"secret_key_file": key}), built_outputs(props))
     return render
 
 
 def job_succeeded(step) -> bool:
-    return step.getProperty("build_status") == "success" and bool(step.getProperty("out_paths"))
+    return (step.getProperty("build_result") or {}).get("status") == "success" and bool(built_outputs(step))
 
 
 class CachePush(RedoxCiStep):
@@ -61,13 +67,13 @@ class CachePush(RedoxCiStep):
     failing tests would never be seen again.
     """
 
-    def __init__(self, redox_ci: list[str], key_from_master: bool = False, **kwargs):
-        super().__init__(redox_ci, verb_args=push_args(key_from_master), name="cache push", doStepIf=job_succeeded,
-                         hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
+    def __init__(self, redox_ci: list[str], settings: CacheSettings, key_from_master: bool = False, **kwargs):
+        super().__init__(redox_ci, verb_args=push_args(settings, key_from_master), name="cache push",
+                         doStepIf=job_succeeded, hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
     async def interpret(self, data: dict, rc: int) -> int:
-        self.setProperty("cache_pushed", len(data["pushed"]), "CachePush")
-        self.setProperty("cache_skipped", len(data["skipped"]), "CachePush")
+        # The verb's answer as it is, one property: pushed, skipped, bytes, seconds.
+        self.setProperty("push_result", data, "CachePush")
         mib = data["bytes_uploaded"] / (1024 * 1024)
         self._summary = (f"pushed {len(data['pushed'])} paths ({mib:.1f} MiB) in {data['seconds']:.1f} s, "
                          f"{len(data['skipped'])} already cached")
@@ -78,11 +84,11 @@ def job_steps(loaded: LoadedSettings, secrets: Secrets) -> list:
     """The steps a job build runs after its build, when the cache is on."""
     if not loaded.settings.cache.enabled:
         return []
-    push = CachePush(loaded.settings.workers.command, key_from_master=bool(secrets.cache_signing_key),
-                     env=cache_env(secrets))
+    push = CachePush(loaded.settings.workers.command, loaded.settings.cache,
+                     key_from_master=bool(secrets.cache_signing_key), env=cache_env(secrets))
     if not secrets.cache_signing_key:  # the workers hold [cache].secret_key_file
-        return [settings_download(loaded, doStepIf=job_succeeded), push]
-    return [settings_download(loaded, doStepIf=job_succeeded), *key_steps(push)]
+        return [push]
+    return key_steps(push)
 
 
 def key_steps(push: CachePush) -> list:

@@ -17,7 +17,7 @@ from ..plan import OTHER_STAGE
 from ..plan_cli import build_command_line
 from . import cache
 from . import schedulers as redox_schedulers
-from .base import RedoxCiStep, one_line
+from .base import RedoxCiStep, job_of, one_line, quiet_build
 from .known import CheckKnownFailure, RememberOutcome
 from .pipeline import TriggerStage
 from .retries import capped_build
@@ -51,7 +51,7 @@ def stage_builders(loaded: LoadedSettings) -> list[StageBuilder]:
 
 def emulated(props) -> bool:
     """Whether the worker running this build emulates the job's system (worker property)."""
-    return props.getProperty("system") in (props.getProperty("worker_emulated_systems") or [])
+    return job_of(props).system in (props.getProperty("worker_emulated_systems") or [])
 
 
 def keeps_outputs(props, default_branch: str) -> bool:
@@ -66,11 +66,10 @@ def build_args(settings: Settings):
 
     @util.renderer
     def render(props):
+        job = job_of(props)
         return build_command_line(
-            props.getProperty("drv"), attr=props.getProperty("attr"), system=props.getProperty("system"),
-            checks=bool(props.getProperty("checks")), checks_forced=bool(props.getProperty("checks_forced")),
-            checks_unavailable=bool(props.getProperty("checks_unavailable")),
-            output=props.getProperty("output") or "packages", flake=props.getProperty("flake") or None,
+            job.drv or "", attr=job.attr, system=job.system, checks=job.checks, checks_forced=job.checks_forced,
+            checks_unavailable=job.checks_unavailable, output=job.output, flake=props.getProperty("flake") or None,
             min_free_gib=workers.min_free_gib, disk_path=workers.disk_path,
             gc_roots=workers.gc_roots if keeps_outputs(props, settings.flake.branches[0]) else None)
     return render
@@ -89,15 +88,11 @@ class BuildJob(RedoxCiStep):
                          warnOnWarnings=True, **kwargs)
 
     async def interpret(self, data: dict, rc: int) -> int:
-        tests = data.get("tests")
-        if tests:
-            for key in ("passed", "failed", "ignored", "suites"):
-                self.setProperty(f"tests_{key}", tests[key], "BuildJob")
-        self.setProperty("out_paths", data.get("outputs", []), "BuildJob")
-        self.setProperty("build_status", data["status"], "BuildJob")
+        # The verb's answer as it is, one property: tests, outputs, status, reason, warnings.
+        self.setProperty("build_result", data, "BuildJob")
         prefix = "doCheck turned on by redox-ci; " if data.get("checks_forced") else ""
         first = (data.get("reason") or data["status"]).splitlines()[0]
-        aliases = self.getProperty("aliases") or []
+        aliases = job_of(self).aliases
         tail = f" (also {', '.join(aliases)})" if aliases else ""
         if emulated(self):
             tail += f"; built by emulation on {self.getProperty('worker_host') or 'this worker'}"
@@ -120,7 +115,7 @@ class BuildJob(RedoxCiStep):
 
 def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
-    f.buildClass = capped_build(loaded.settings.jobs.retries)
+    f.buildClass = quiet_build(capped_build(loaded.settings.jobs.retries))
     f.addStep(CheckKnownFailure(loaded.settings.jobs.known_failure_days))
     f.addStep(BuildJob(loaded.settings))
     for step in cache.job_steps(loaded, secrets):

@@ -20,7 +20,7 @@ from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WAR
 from ..plan import Job, JobStatus, Plan
 from ..plan_cli import plan_command_line
 from . import schedulers as redox_schedulers
-from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, one_line, settings_download
+from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, ShortRepr, job_of, job_properties, one_line, quiet_build
 from .cache import cache_env
 from .restart import restart_cleanup
 from .retries import PLAN_RETRIES, capped_build
@@ -43,6 +43,13 @@ def plan_args(props):
                              attrs=(props.getProperty("attrs") or "").split() or None)
 
 
+def plan_listing(plan: Plan) -> str:
+    """The plan's jobs, one a line: status, stage, system, attribute, aliases, reason."""
+    return "\n".join(f"{j.status:8} {j.stage:16} {j.system:14} {j.name.split('.', 1)[1]}"
+                     + (f" (also {', '.join(j.aliases)})" if j.aliases else "")
+                     + (f"  - {j.reason}" if j.reason else "") for j in plan.jobs)
+
+
 class PlanStep(RedoxCiStep):
     """Evaluate the flake once; the plan (``Plan.to_json``) becomes the ``plan`` property."""
 
@@ -50,10 +57,7 @@ class PlanStep(RedoxCiStep):
         plan = Plan.from_json(data)
         summary = plan.summary()
         self.setProperty("plan", plan.to_json(), "PlanStep")
-        await self.addCompleteLog("plan", "\n".join(
-            f"{j.status:8} {j.stage:16} {j.system:14} {j.name.split('.', 1)[1]}"
-            + (f" (also {', '.join(j.aliases)})" if j.aliases else "")
-            + (f"  - {j.reason}" if j.reason else "") for j in plan.jobs))
+        await self.addCompleteLog("plan", plan_listing(plan))
         if plan.ignored:
             await self.addCompleteLog("not built", "\n".join(
                 f"{i.system:14} {i.attr}: {i.reason}" for i in plan.ignored))
@@ -87,28 +91,14 @@ class StageJob:
                                     "(a worker's systems or emulated_systems)")
 
 
-def job_properties(job: Job, flake: str, extra: dict[str, Any] | None = None) -> dict:
-    return {
-        "attr": job.attr, "system": job.system, "stage": job.stage, "drv": job.drv or "",
-        "checks": job.checks, "checks_forced": job.checks_forced, "checks_unavailable": job.checks_unavailable,
-        "output": job.output, "aliases": list(job.aliases),
-        "outputs": list(job.outputs), "job_status": job.status.value, "job_reason": job.reason,
-        "flake": flake,
-        # Each attribute shows as a builder of its own in the web UI, with its own history.
-        "virtual_builder_name": job.name,
-        "virtual_builder_tags": [job.system, job.stage],
-        **(extra or {}),
-    }
-
-
-class TriggerStage(steps.Trigger):
+class TriggerStage(ShortRepr, steps.Trigger):
     """Start one build per job of a stage, on the builder of its system and stage.
 
     Jobs that will not be built (skipped, failed to evaluate, or for a system no
     worker builds) go to the report builder, so every job has a visible result with
     its reason. Cached jobs cost no build at all: the step counts them and lists them
-    in its "cached" log, so a commit whose outputs are all cached costs little more
-    than its evaluation.
+    in its "cached" log; a stage with nothing else has no step at all (``quiet_build``),
+    so a commit whose outputs are all cached costs little more than its evaluation.
     """
 
     def __init__(self, stage: str, job_schedulers: dict[str, str], report_scheduler: str = REPORT_BUILDER,
@@ -120,11 +110,15 @@ class TriggerStage(steps.Trigger):
         names = sorted(set(job_schedulers.values()) | {report_scheduler})
         super().__init__(name=f"stage {stage}", schedulerNames=names, waitForFinish=True,
                          haltOnFailure=False, flunkOnFailure=True,
-                         doStepIf=lambda step: bool(step.stage_jobs()),
+                         doStepIf=lambda step: any(s.job.status != JobStatus.CACHED for s in step.stage_jobs()),
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
+    def jobs_of(self, plan: Plan) -> list[StageJob]:
+        """Pure: the jobs of ``plan`` this stage starts or reports."""
+        return [StageJob.of(j) for j in plan.jobs if j.stage == self.stage]
+
     def stage_jobs(self) -> list[StageJob]:
-        return [StageJob.of(j) for j in planned(self).jobs if j.stage == self.stage]
+        return self.jobs_of(planned(self))
 
     def cached_jobs(self) -> list[Job]:
         return [s.job for s in self.stage_jobs() if s.job.status == JobStatus.CACHED]
@@ -168,16 +162,15 @@ class TriggerStage(steps.Trigger):
         return super().getResultSummary()
 
 
-class ReportJob(buildstep.BuildStep):
+class ReportJob(ShortRepr, buildstep.BuildStep):
     """The result of a job that is not built: skipped, or failed to evaluate."""
 
     name = "report"
 
     async def run(self):
-        status = self.getProperty("job_status")
-        reason = self.getProperty("job_reason")
-        self._summary = one_line(f"{self.getProperty('attr')}: {reason}")
-        if status == JobStatus.SKIPPED:
+        job = job_of(self)
+        self._summary = one_line(f"{job.attr}: {job.reason}")
+        if job.status == JobStatus.SKIPPED:
             # Without this the build would end SUCCESS: SKIPPED steps do not lower it.
             self.build.results = SKIPPED
             return SKIPPED
@@ -203,25 +196,30 @@ def report_factory() -> util.BuildFactory:
     return f
 
 
-def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage]) -> util.BuildFactory:
+def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage],
+                 plan_steps: list[buildstep.BuildStep] | None = None) -> util.BuildFactory:
+    """``plan_steps`` set the ``plan`` property (evaluation.plan_steps: each system on a
+    worker of it); without them one PlanStep evaluates every system here. Each sends the
+    settings file within itself; a step with nothing to do leaves no trace (``quiet_build``)."""
     settings = loaded.settings
     f = util.BuildFactory()
-    f.buildClass = capped_build(PLAN_RETRIES)
+    f.buildClass = quiet_build(capped_build(PLAN_RETRIES))
     f.addStep(ResolveFlake(settings.flake.repo))
-    f.addStep(settings_download(loaded))
-    f.addStep(PlanStep(settings.workers.command, plan_args, name="plan", haltOnFailure=True,
-                       env=cache_env(secrets)))
+    for step in plan_steps or [PlanStep(settings.workers.command, plan_args, name="plan", haltOnFailure=True,
+                                        env=cache_env(secrets), settings_text=loaded.path.read_text())]:
+        f.addStep(step)
     for step in stage_steps:
         f.addStep(step)
     return f
 
 
-def builders(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage]) -> list[util.BuilderConfig]:
+def builders(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage],
+             plan_steps: list[buildstep.BuildStep] | None = None) -> list[util.BuilderConfig]:
     """The plan builder, whose stages are ``stage_steps``, and the report builder."""
     all_workers = [slot for w in loaded.workers for slot in slot_names(w)]
     return [
         util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers, nextWorker=prefer_native(None),
-                           factory=plan_factory(loaded, secrets, stage_steps), tags=["plan"]),
+                           factory=plan_factory(loaded, secrets, stage_steps, plan_steps), tags=["plan"]),
         util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers, factory=report_factory(),
                            tags=["report"]),
     ]
