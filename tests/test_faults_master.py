@@ -12,16 +12,11 @@ result, and what was recorded before the crash is still there.
 
 from __future__ import annotations
 
-import secrets
-import uuid
-
 import pytest
 from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS
 
-from redox_ci.cache.localserver import LocalS3Server
-from redox_ci.local import CacheWiring, signing_key
 from redox_ci.master.restart import ORPHAN_REASON, interrupted_verdict, orphaned, plan_summary
-from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from tests.master_support import BUILD_WAIT_SECONDS, cache_wiring, running_master, s3_server, slow_package
 from tests.support import wait_for
 from tests.test_postgres import DATABASE, cluster  # noqa: F401 (the module's PostgreSQL cluster fixture)
 
@@ -46,27 +41,15 @@ def test_master_killed_orphans_and_reruns():
         "interrupted by a master restart: 3 requests it triggered cancelled; the pipeline runs again"
 
 
-def with_slow_package(text: str) -> str:
-    old = 'fstools = simple "fstools" [ ];'
-    assert old in text
-    # A nonce: a new derivation at every run (Nix's store outlives a run).
-    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; '
-                             f'buildPhase = "sleep {SLEEP_SECONDS}; echo {uuid.uuid4().hex}"; }};')
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with LocalS3Server(state_dir=tmp_path_factory.mktemp("s3")) as server:
-        yield server
+    yield from s3_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def master(cluster, s3, tmp_path_factory):  # noqa: F811
-    key_file, public_key = signing_key(tmp_path_factory.mktemp("keys"))
-    credentials = {"aws_access_key_id": "AKIA" + secrets.token_hex(8).upper(),
-                   "aws_secret_access_key": secrets.token_urlsafe(30)}
-    wiring = CacheWiring(s3.url, s3.bucket, key_file, public_key, credentials)
-    yield from running_master(tmp_path_factory, "faults-master", with_slow_package, worker_kind="remote",
+    wiring = cache_wiring(s3.url, s3.bucket, tmp_path_factory.mktemp("keys"))
+    yield from running_master(tmp_path_factory, "faults-master", slow_package(SLEEP_SECONDS), worker_kind="remote",
                               db_url=cluster.url(DATABASE), cache=wiring, systems=["x86_64-linux"],
                               max_builds=3, extra_toml=NO_BOOTS)
 
@@ -103,10 +86,9 @@ def crash_point(master, plan_buildid: int) -> dict | None:
 
 @pytest.mark.e2e
 def test_master_killed_mid_pipeline_runs_it_once_more(master):
-    r = master.force(attrs="fstools cookbook", systems=["x86_64-linux"], reason="the master dies")
-    assert r.ok and "result" in r.json(), r.text
-    plan_brid = int(list(r.json()["result"][1].values())[0])
-    old_plan = wait_for("the plan build", lambda: (builds_of(master, plan_brid) or [None])[0], BUILD_WAIT_SECONDS)
+    plan_brid = master.forced_request(master.force(attrs="fstools cookbook", systems=["x86_64-linux"],
+                                                   reason="the master dies"))
+    old_plan = master.first_build(plan_brid)
     before = wait_for("the crash point", lambda: crash_point(master, old_plan["buildid"]), BUILD_WAIT_SECONDS)
     assert before[DONE_JOB][-1]["results"] == SUCCESS
 
@@ -116,7 +98,7 @@ def test_master_killed_mid_pipeline_runs_it_once_more(master):
 
     # The plan request runs once more, to its end.
     def second_plan():
-        builds = builds_of(master, plan_brid)
+        builds = master.builds_of_request(plan_brid)
         return builds if len(builds) == 2 and builds[1]["complete"] else None
     old, new = wait_for("the plan's second build to end", second_plan, BUILD_WAIT_SECONDS)
     assert old["buildid"] == old_plan["buildid"] and old["results"] == RETRY

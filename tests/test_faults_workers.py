@@ -10,17 +10,19 @@ starts that worker again, which reconnects by itself.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from buildbot.process.results import FAILURE, RETRY, SUCCESS
+from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNINGS
 
 from redox_ci.master.retries import lost_times, lost_verdict
-from tests.master_support import BUILD_WAIT_SECONDS, running_master
+from redox_ci.settings_file import validate
+from redox_ci.config import Settings
+from redox_ci.errors import ConfigError
+from tests.master_support import BUILD_WAIT_SECONDS, cache_wiring, running_master, s3_server, slow_package
 from tests.support import wait_for
 
 KILLED_JOB = "x86_64-linux.fstools"
 OTHER_JOB = "x86_64-linux.cookbook"
+FINISHED_JOB = "x86_64-linux.redoxfs"
 RETRIES = 2
 # The killed job builds this long, so that its build step is still running when the test
 # kills the worker; the worker's death stops it (the Nix client goes with the worker).
@@ -40,16 +42,26 @@ def test_worker_lost_verdict_caps_the_retries():
     assert lost_verdict([], 0) == "worker lost 1 time"
 
 
-def with_slow_package(text: str) -> str:
-    old = 'fstools = simple "fstools" [ ];'
-    assert old in text
-    return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; buildPhase = "sleep {SLEEP_SECONDS}; echo {uuid.uuid4().hex}"; }};')
+@pytest.mark.unit
+def test_worker_lost_retries_setting_is_checked():
+    assert validate(Settings, {"flake": {"repo": "/r"}}, "s.toml").jobs.retries == RETRIES
+    with pytest.raises(ConfigError, match=r"s\.toml: jobs\.retries: .*greater than or equal to 0"):
+        validate(Settings, {"flake": {"repo": "/r"}, "jobs": {"retries": -1}}, "s.toml")
+    with pytest.raises(ConfigError, match=r"jobs\.known_failure_days"):
+        validate(Settings, {"flake": {"repo": "/r"}, "jobs": {"known_failure_days": "7"}}, "s.toml")
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    yield from running_master(tmp_path_factory, "faults-workers", with_slow_package, worker_kind="remote",
-                              systems=["x86_64-linux"], max_builds=3, extra_toml=NO_BOOTS)
+def s3(tmp_path_factory):
+    yield from s3_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory, s3):
+    # The cache answers for the jobs a lost plan had finished.
+    yield from running_master(tmp_path_factory, "faults-workers", slow_package(SLEEP_SECONDS), worker_kind="remote",
+                              systems=["x86_64-linux"], max_builds=3, extra_toml=NO_BOOTS,
+                              cache=cache_wiring(s3.url, s3.bucket, tmp_path_factory.mktemp("keys")))
 
 
 def builds_of(master, plan: dict, name: str) -> list[dict]:
@@ -78,11 +90,9 @@ def job_done(master, plan: dict, name: str) -> dict | None:
 
 @pytest.mark.e2e
 def test_worker_lost_three_times_fails_the_job_and_the_commit_completes(master):
-    r = master.force(attrs="fstools cookbook", systems=["x86_64-linux"], reason="a job that kills its worker")
-    assert r.ok and "result" in r.json(), r.text
-    brid = int(list(r.json()["result"][1].values())[0])
-    plan = wait_for("the plan build", lambda: (master.api("builds", buildrequestid=brid)["builds"] or [None])[0],
-                    BUILD_WAIT_SECONDS)
+    brid = master.forced_request(master.force(attrs="fstools cookbook", systems=["x86_64-linux"],
+                                              reason="a job that kills its worker"))
+    plan = master.first_build(brid)
     for attempt in range(1, RETRIES + 2):
         build = wait_for(f"{KILLED_JOB} building (attempt {attempt})",
                          lambda: running_build(master, plan, KILLED_JOB), BUILD_WAIT_SECONDS)
@@ -99,3 +109,45 @@ def test_worker_lost_three_times_fails_the_job_and_the_commit_completes(master):
     assert plan["results"] == FAILURE, plan["state_string"]
     other = wait_for(f"{OTHER_JOB} to end", lambda: job_done(master, plan, OTHER_JOB), BUILD_WAIT_SECONDS)
     assert other["results"] == SUCCESS, other["state_string"]
+
+
+def kill_plan_worker(master, plan: dict) -> None:
+    """SIGKILL the worker slot the plan build runs on (jobs took idle slots), and start it again."""
+    worker = master.api(f"workers/{plan['workerid']}")["workers"][0]["name"]
+    master.kill_worker(worker)
+    master.start_worker(worker)
+
+
+@pytest.mark.e2e
+def test_worker_lost_under_the_plan_reruns_the_plan_once(master):
+    brid = master.forced_request(master.force(attrs="fstools redoxfs", systems=["x86_64-linux"],
+                                              reason="the plan's worker dies"))
+    first = master.first_build(brid)
+    wait_for(f"{FINISHED_JOB} to end", lambda: job_done(master, first, FINISHED_JOB), BUILD_WAIT_SECONDS)
+    wait_for(f"{KILLED_JOB} building", lambda: running_build(master, first, KILLED_JOB), BUILD_WAIT_SECONDS)
+    kill_plan_worker(master, first)
+
+    # The plan runs again, once: the finished job is cached, not built again.
+    second = wait_for("the plan's second build", lambda: (master.builds_of_request(brid)[1:] or [None])[0],
+                      BUILD_WAIT_SECONDS)
+    wait_for(f"{KILLED_JOB} building again", lambda: running_build(master, second, KILLED_JOB), BUILD_WAIT_SECONDS)
+    assert builds_of(master, second, FINISHED_JOB) == []
+    assert FINISHED_JOB in master.step_logs(second["buildid"], "stage host-tools")["cached"]
+    kill_plan_worker(master, second)
+
+    plan = wait_for("the plan request to end", lambda: master.api(f"buildrequests/{brid}")["buildrequests"][0]
+                    if master.api(f"buildrequests/{brid}")["buildrequests"][0]["complete"] else None,
+                    BUILD_WAIT_SECONDS)
+    builds = master.builds_of_request(brid)
+    assert [b["results"] for b in builds] == [RETRY, FAILURE], [b["state_string"] for b in builds]
+    assert plan["results"] == FAILURE
+    assert "worker lost 2 times" in builds[1]["state_string"], builds[1]["state_string"]
+    # What each plan build had started ended with it (Buildbot's Trigger cancels it).
+    finished = [b["results"] for b in builds_of(master, builds[0], FINISHED_JOB)]
+    assert finished in ([SUCCESS], [WARNINGS]), finished
+    for b in builds:
+        killed = builds_of(master, b, KILLED_JOB)
+        for k in killed:
+            wait_for(f"{KILLED_JOB} build {k['buildid']} to end",
+                     lambda: master.api(f"builds/{k['buildid']}")["builds"][0]["complete"], BUILD_WAIT_SECONDS)
+        assert [master.api(f"builds/{k['buildid']}")["builds"][0]["results"] for k in killed] == [CANCELLED]

@@ -37,7 +37,7 @@ def lost_times(earlier_results: Iterable[int | None]) -> int:
 def lost_verdict(earlier_results: Iterable[int | None], retries: int) -> str | None:
     """None when Buildbot may run the request again; otherwise the failed build's summary."""
     lost = lost_times(earlier_results)
-    return None if lost <= retries else f"worker lost {lost} times"
+    return None if lost <= retries else f"worker lost {lost} time{'' if lost == 1 else 's'}"
 
 
 class RetryCappedBuild(Build):
