@@ -19,11 +19,10 @@ build sees it. The price is a worker slot for the moment the step takes, with no
 from __future__ import annotations
 
 import re
-from typing import Any
-
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 
+from .base import job_of
 from .schedulers import FORCE_SCHEDULER
 
 # The Buildbot state object class of the records; its object name is the derivation's hash.
@@ -64,20 +63,10 @@ def failed_before(record: dict) -> str:
     return f"failed before in {record['url']}"
 
 
-def job_value(props, name: str) -> Any:
-    """A field of the job a build builds: from its ``job`` property, or the old per-field one."""
-    job = props.getProperty("job")
-    if isinstance(job, dict):
-        return job.get(name)
-    return props.getProperty(name)
-
-
 def build_status(props) -> str | None:
-    """The build verb's status: ``build_result``'s, or the old ``build_status`` property."""
+    """The build verb's status (its ``build_result`` answer), None when it gave none."""
     result = props.getProperty("build_result")
-    if isinstance(result, dict):
-        return result.get("status")
-    return props.getProperty("build_status")
+    return result.get("status") if isinstance(result, dict) else None
 
 
 class KnownFailures:
@@ -112,7 +101,8 @@ async def built_anyway(step: buildstep.BuildStep) -> str | None:
     if parent is None:
         return None
     props = await step.master.data.get(("builds", parent, "properties"))
-    names = {job_value(step, "attr"), *(job_value(step, "aliases") or [])}
+    job = job_of(step)
+    names = {job.attr, *job.aliases}
     if forces_job(props.get("scheduler", (None,))[0], props.get("attrs", ("",))[0], names):
         return "forced"
     return None
@@ -132,7 +122,7 @@ class CheckKnownFailure(buildstep.BuildStep):
         self._summary = ""
 
     async def run(self):
-        drv = job_value(self, "drv")
+        drv = job_of(self).drv
         if record_key(drv) is None:
             self._summary = "no derivation"
             return SKIPPED
@@ -164,7 +154,8 @@ class RememberOutcome(buildstep.BuildStep):
         super().__init__(alwaysRun=True, hideStepIf=True, **kwargs)
 
     async def run(self):
-        drv = job_value(self, "drv")
+        job = job_of(self)
+        drv = job.drv
         change = outcome_change(build_status(self))
         if record_key(drv) is None or change is None:
             return SKIPPED
@@ -173,5 +164,5 @@ class RememberOutcome(buildstep.BuildStep):
             await store.clear(drv)
         else:
             await store.put(drv, {"url": await self.build.getUrl(), "buildid": self.build.buildid,
-                                  "attr": job_value(self, "attr"), "at": self.master.reactor.seconds()})
+                                  "attr": job.attr, "at": self.master.reactor.seconds()})
         return SUCCESS
