@@ -10,7 +10,7 @@ from ..config import LoadedSettings
 from ..errors import ConfigError
 from ..secrets_file import load_secrets
 from ..settings_file import load
-from . import boot, github_status, jobs, metrics, pipeline, repro, www
+from . import boot, evaluation, github_status, jobs, metrics, pipeline, repro, www
 from .commits_app import commits_plugin
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
@@ -36,13 +36,16 @@ def build_config(loaded: LoadedSettings) -> dict:
         "collapseRequests": False,
         # Each slice's own, one after the other: the plan's stages start the jobs and boots.
         "builders": [
-            *pipeline.builders(loaded, secrets, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
+            *pipeline.builders(loaded, secrets, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)],
+                               evaluation.plan_steps(loaded, secrets)),
+            *evaluation.builders(loaded, secrets),
             *jobs.builders(loaded, secrets),
             *boot.builders(loaded),
             *repro.builders(loaded, secrets),
         ],
         "schedulers": [
             *pipeline.schedulers(settings),
+            *evaluation.schedulers(loaded),
             *jobs.schedulers(loaded),
             *boot.schedulers(loaded),
             *repro.schedulers(loaded),
