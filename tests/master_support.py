@@ -249,15 +249,17 @@ def kill_tree(pid: int) -> None:
     wait_for(f"process {pid} to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
 
 
-def slow_package(seconds: int):
-    """For ``running_master(edit_flake=...)``: the fixture's fstools sleeps ``seconds`` while it
-    builds, a new derivation at every run (a nonce: Nix's store outlives a run, and a package
-    built before would be "already built" at once)."""
+def slow_package(seconds: int, *names: str):
+    """For ``running_master(edit_flake=...)``: the fixture's fstools (or the ``simple`` packages
+    ``names``) sleeps ``seconds`` while it builds, a new derivation at every run (a nonce:
+    Nix's store outlives a run, and a package built before would be "already built" at once)."""
     def edit(text: str) -> str:
-        old = 'fstools = simple "fstools" [ ];'
-        assert old in text
-        return text.replace(old, f'fstools = mkPkg {{ pname = "fstools"; '
-                                 f'buildPhase = "sleep {seconds}; echo {uuid.uuid4().hex}"; }};')
+        for name in names or ["fstools"]:
+            old = f'{name} = simple "{name}" [ ];'
+            assert old in text, old
+            text = text.replace(old, f'{name} = mkPkg {{ pname = "{name}"; '
+                                     f'buildPhase = "sleep {seconds}; echo {uuid.uuid4().hex}"; }};')
+        return text
     return edit
 
 

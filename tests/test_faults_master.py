@@ -21,6 +21,7 @@ from tests.support import wait_for
 from tests.test_postgres import DATABASE, cluster  # noqa: F401 (the module's PostgreSQL cluster fixture)
 
 SLOW_JOB = "x86_64-linux.fstools"
+TWICE_JOB = "x86_64-linux.kernel"
 DONE_JOB = "x86_64-linux.cookbook"
 # The slow job still builds when the master is killed; after the restart it is built in full.
 SLEEP_SECONDS = 30
@@ -49,7 +50,8 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def master(cluster, s3, tmp_path_factory):  # noqa: F811
     wiring = cache_wiring(s3.url, s3.bucket, tmp_path_factory.mktemp("keys"))
-    yield from running_master(tmp_path_factory, "faults-master", slow_package(SLEEP_SECONDS), worker_kind="remote",
+    yield from running_master(tmp_path_factory, "faults-master", slow_package(SLEEP_SECONDS, "fstools", "kernel"),
+                              worker_kind="remote",
                               db_url=cluster.url(DATABASE), cache=wiring, systems=["x86_64-linux"],
                               max_builds=3, extra_toml=NO_BOOTS)
 
@@ -84,6 +86,12 @@ def crash_point(master, plan_buildid: int) -> dict | None:
     return jobs if building and done and done[-1]["complete"] else None
 
 
+def crash_and_restart(master) -> None:
+    master.kill_master()
+    master.start_master()
+    wait_for("the workers to reconnect", master._worker_connected, BUILD_WAIT_SECONDS)
+
+
 @pytest.mark.e2e
 def test_master_killed_mid_pipeline_runs_it_once_more(master):
     plan_brid = master.forced_request(master.force(attrs="fstools cookbook", systems=["x86_64-linux"],
@@ -92,9 +100,7 @@ def test_master_killed_mid_pipeline_runs_it_once_more(master):
     before = wait_for("the crash point", lambda: crash_point(master, old_plan["buildid"]), BUILD_WAIT_SECONDS)
     assert before[DONE_JOB][-1]["results"] == SUCCESS
 
-    master.kill_master()
-    master.start_master()
-    wait_for("the workers to reconnect", master._worker_connected, BUILD_WAIT_SECONDS)
+    crash_and_restart(master)
 
     # The plan request runs once more, to its end.
     def second_plan():
@@ -127,3 +133,45 @@ def test_master_killed_mid_pipeline_runs_it_once_more(master):
         assert all(b["complete"] for b in builds)
     assert DONE_JOB not in new_jobs  # cached
     assert [b["results"] for b in old_jobs[SLOW_JOB]] == [RETRY]
+
+
+def job_building(master, plan_buildid: int, name: str) -> dict | None:
+    try:
+        builds = by_job(master, plan_buildid).get(name, [])
+    except KeyError:  # a build just created, its properties not yet set
+        return None
+    if builds and not builds[-1]["complete"] and any(
+            s["name"] == "build" and s["started_at"] for s in master.steps(builds[-1]["buildid"])):
+        return builds[-1]
+    return None
+
+
+@pytest.mark.e2e
+def test_master_killed_twice_does_not_run_the_pipeline_again(master):
+    brid = master.forced_request(master.force(attrs="kernel", systems=["x86_64-linux"], reason="dies twice"))
+    first = master.first_build(brid)
+    wait_for(f"{TWICE_JOB} building", lambda: job_building(master, first["buildid"], TWICE_JOB), BUILD_WAIT_SECONDS)
+    crash_and_restart(master)
+    second = wait_for("the plan's second build", lambda: (master.builds_of_request(brid)[1:] or [None])[0],
+                      BUILD_WAIT_SECONDS)
+    wait_for(f"{TWICE_JOB} building again", lambda: job_building(master, second["buildid"], TWICE_JOB),
+             BUILD_WAIT_SECONDS)
+    crash_and_restart(master)
+
+    def request_done():
+        req = master.api(f"buildrequests/{brid}")["buildrequests"][0]
+        return req if req["complete"] else None
+    req = wait_for("the plan request to end", request_done, BUILD_WAIT_SECONDS)
+    assert req["results"] == CANCELLED
+    builds = master.builds_of_request(brid)
+    assert [b["results"] for b in builds] == [RETRY, RETRY], [b["state_string"] for b in builds]
+    assert builds[0]["state_string"] == plan_summary(1, True)
+    assert builds[1]["state_string"] == plan_summary(1, False)
+    assert "interrupted 2 times (master restarts or lost workers), not run again" in \
+        master.setup.master_dir.joinpath("twistd.log").read_text()
+    # Nothing is left running or queued of either run.
+    for b in builds:
+        requests = job_requests(master, b["buildid"])
+        assert requests and all(r["complete"] for r in requests), requests
+        kernel = by_job(master, b["buildid"])[TWICE_JOB]
+        assert [k["results"] for k in kernel] == [RETRY]
