@@ -50,7 +50,7 @@ def build_config(loaded: LoadedSettings) -> dict:
             *boot.schedulers(loaded),
             *repro.schedulers(loaded),
         ],
-        "services": [*pipeline.services(),
+        "services": [*pipeline.services(), *jobs.services(loaded),
                      *github_status.services(loaded, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
                      *metrics.services(loaded)],
         "www": www.www_config(settings, secrets.users,

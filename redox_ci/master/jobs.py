@@ -18,7 +18,7 @@ from ..plan_cli import build_command_line
 from . import cache
 from . import schedulers as redox_schedulers
 from .base import RedoxCiStep, job_of, one_line, quiet_build
-from .known import CheckKnownFailure, RememberOutcome
+from .known import CheckKnownFailure, RememberOutcome, known_failures
 from .pipeline import TriggerStage
 from .retries import capped_build
 from .workers import names_for, prefer_native
@@ -116,7 +116,7 @@ class BuildJob(RedoxCiStep):
 def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
     f.buildClass = quiet_build(capped_build(loaded.settings.jobs.retries))
-    f.addStep(CheckKnownFailure(loaded.settings.jobs.known_failure_days))
+    f.addStep(CheckKnownFailure())
     f.addStep(BuildJob(loaded.settings))
     for step in cache.job_steps(loaded, secrets):
         f.addStep(step)
@@ -135,6 +135,11 @@ def builders(loaded: LoadedSettings, secrets: Secrets) -> list[util.BuilderConfi
     return [util.BuilderConfig(name=b.name, workernames=b.workers, nextWorker=prefer_native(b.native),
                                factory=job_factory(loaded, secrets), tags=[b.system, b.stage])
             for b in stage_builders(loaded)]
+
+
+def services(loaded: LoadedSettings) -> list:
+    # The derivations whose build failed, not built again by later commits for a while.
+    return [known_failures(loaded.settings.jobs.known_failure_days)]
 
 
 def schedulers(loaded: LoadedSettings) -> list:

@@ -7,31 +7,34 @@ link and when it failed. A later job of the same derivation ends FAILURE at once
 known_failure_days``). A Rebuild of the job, or a force naming its attribute, clears the
 record and builds; a later success clears it too.
 
-Records are keyed by derivation (one Buildbot state object per derivation, named by the
-store path's hash) in the master's database through ``master.db.state``, so they work on
-SQLite and PostgreSQL alike and survive restarts.
+Records are keyed by derivation (the store path's hash) and kept in the master's database
+through Buildbot's object state (``master.db.state``, the ``KnownFailures`` service's), so
+they work on SQLite and PostgreSQL alike and survive restarts.
 
 The decision is the job build's first step, not the stage trigger: a Rebuild runs the job's
 own build again (Buildbot copies its buildset to the same builder) and only a step of that
-build sees it. The price is a worker slot for the moment the step takes, with no Nix.
+build sees it. The price is a worker slot for the moment the step takes, with no Nix; a
+job of a derivation with no record (nearly every job) has neither step.
 """
 
 from __future__ import annotations
 
 import re
+
 from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
+from buildbot.util import service
+from twisted.internet import defer
 
 from .base import job_of
 from .schedulers import FORCE_SCHEDULER
 
-# The Buildbot state object class of the records; its object name is the derivation's hash.
-STATE_CLASS = "redox_ci.known_failure"
-STATE_NAME = "failure"
+# The service holding the records, and the name of its state (Buildbot's object state).
+NAME = "known-failures"
+STATE_NAME = "records"
 DAY_SECONDS = 24 * 60 * 60
 # A derivation path: the store hash names the derivation.
 DRV_PATH = re.compile(r"\A/nix/store/([0-9a-df-np-sv-z]{32})-[^/]+\.drv\Z")
-NO_RECORD = "no failure record"
 
 
 def record_key(drv: str | None) -> str | None:
@@ -69,27 +72,69 @@ def build_status(props) -> str | None:
     return result.get("status") if isinstance(result, dict) else None
 
 
-class KnownFailures:
-    """The records, in Buildbot's object state."""
+def pruned(records: dict[str, dict], now: float, days: int) -> dict[str, dict]:
+    """The records that still live."""
+    return {key: r for key, r in records.items() if live(r, now, days)}
 
-    def __init__(self, master):
-        self.state = master.db.state
 
-    async def _object(self, drv: str) -> int:
-        return await self.state.getObjectId(record_key(drv), STATE_CLASS)
+class KnownFailures(service.BuildbotService):
+    """The records: one Buildbot state object (this service's) holding every live record by
+    derivation hash, and a copy in memory, so that a job of a derivation with no record
+    (nearly every job) asks nothing of the database and its steps are left out
+    (``base.QuietSkips``). Expired records are dropped when the master starts and at each
+    write; writes go one at a time, the whole set each."""
 
-    async def get(self, drv: str) -> dict | None:
-        return await self.state.getState(await self._object(drv), STATE_NAME, None)
+    name = NAME
+
+    def checkConfig(self, days: int):
+        if days < 0:
+            raise ValueError("known_failure_days must be 0 or more")
+
+    def reconfigService(self, days: int):
+        self.days = days
+        return super().reconfigService()
+
+    @defer.inlineCallbacks
+    def startService(self):
+        self.records: dict[str, dict] = {}
+        self._writes = defer.DeferredLock()
+        yield super().startService()
+        stored = yield self.master.db.state.getState(self.objectid, STATE_NAME, {})
+        self.records = pruned(stored or {}, self.master.reactor.seconds(), self.days)
+
+    def get(self, drv: str | None) -> dict | None:
+        key = record_key(drv)
+        return self.records.get(key) if key else None
 
     async def put(self, drv: str, record: dict) -> None:
-        await self.state.setState(await self._object(drv), STATE_NAME, record)
+        await self._write(record_key(drv), record)
 
     async def clear(self, drv: str) -> bool:
         """Remove the record; whether there was one."""
-        had = await self.get(drv)
+        had = self.get(drv) is not None
         if had:
-            await self.put(drv, None)
-        return bool(had)
+            await self._write(record_key(drv), None)
+        return had
+
+    async def _write(self, key: str, record: dict | None) -> None:
+        await self._writes.acquire()
+        try:
+            records = pruned(self.records, self.master.reactor.seconds(), self.days)
+            records.pop(key, None)
+            if record is not None:
+                records[key] = record
+            self.records = records
+            await self.master.db.state.setState(self.objectid, STATE_NAME, records)
+        finally:
+            self._writes.release()
+
+
+def known_failures(days: int) -> KnownFailures:
+    return KnownFailures(days, name=NAME)
+
+
+def store_of(step: buildstep.BuildStep) -> KnownFailures:
+    return step.master.service_manager.namedServices[NAME]
 
 
 async def built_anyway(step: buildstep.BuildStep) -> str | None:
@@ -114,29 +159,25 @@ class CheckKnownFailure(buildstep.BuildStep):
 
     name = "known failure"
 
-    def __init__(self, days: int, **kwargs):
-        self.days = days
-        # Shown only when it has something to say.
-        super().__init__(haltOnFailure=True, hideStepIf=lambda results, step: results == SKIPPED
-                         or step._summary == NO_RECORD, **kwargs)
+    def __init__(self, **kwargs):
+        # Left out when the derivation has no record (base.QuietSkips), as nearly always.
+        super().__init__(haltOnFailure=True, doStepIf=lambda step: store_of(step).get(job_of(step).drv) is not None,
+                         hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
         self._summary = ""
 
     async def run(self):
         drv = job_of(self).drv
-        if record_key(drv) is None:
-            self._summary = "no derivation"
-            return SKIPPED
-        store = KnownFailures(self.master)
+        store = store_of(self)
         why = await built_anyway(self)
         if why:
-            cleared = await store.clear(drv)
-            self._summary = f"{why}: the failure record was cleared" if cleared else f"{why}: {NO_RECORD}"
+            await store.clear(drv)
+            self._summary = f"{why}: the failure record was cleared"
             return SUCCESS
-        record = await store.get(drv)
-        if live(record, self.master.reactor.seconds(), self.days):
+        record = store.get(drv)
+        if live(record, self.master.reactor.seconds(), store.days):
             self._summary = failed_before(record)
             return FAILURE
-        self._summary = "failed before, the record expired" if record else NO_RECORD
+        self._summary = "failed before, the record expired" if record else "the failure record was cleared"
         return SUCCESS
 
     def getResultSummary(self):
@@ -151,18 +192,23 @@ class RememberOutcome(buildstep.BuildStep):
     name = "remember outcome"
 
     def __init__(self, **kwargs):
-        super().__init__(alwaysRun=True, hideStepIf=True, **kwargs)
+        # Left out when there is nothing to change (base.QuietSkips): no answer from the
+        # verb, or a success with no record to clear.
+        super().__init__(alwaysRun=True, doStepIf=lambda step: step.change() is not None, hideStepIf=True,
+                         **kwargs)
+
+    def change(self) -> str | None:
+        drv = job_of(self).drv
+        change = outcome_change(build_status(self))
+        if record_key(drv) is None or (change == "clear" and store_of(self).get(drv) is None):
+            return None
+        return change
 
     async def run(self):
-        job = job_of(self)
-        drv = job.drv
-        change = outcome_change(build_status(self))
-        if record_key(drv) is None or change is None:
-            return SKIPPED
-        store = KnownFailures(self.master)
-        if change == "clear":
-            await store.clear(drv)
+        job, store = job_of(self), store_of(self)
+        if self.change() == "clear":
+            await store.clear(job.drv)
         else:
-            await store.put(drv, {"url": await self.build.getUrl(), "buildid": self.build.buildid,
-                                  "attr": job.attr, "at": self.master.reactor.seconds()})
+            await store.put(job.drv, {"url": await self.build.getUrl(), "buildid": self.build.buildid,
+                                      "attr": job.attr, "at": self.master.reactor.seconds()})
         return SUCCESS
