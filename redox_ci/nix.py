@@ -315,10 +315,6 @@ def query_outputs_argv(drv: str) -> list[str]:
     return ["nix-store", "--query", "--outputs", check_drv(drv)]
 
 
-def invalid_paths_argv(paths: Sequence[str]) -> list[str]:
-    return ["nix-store", "--check-validity", "--print-invalid", *_store_paths(paths)]
-
-
 def read_log_argv(drv: str) -> list[str]:
     return ["nix-store", "--read-log", check_drv(drv)]
 
@@ -326,10 +322,6 @@ def read_log_argv(drv: str) -> list[str]:
 def hash_path_argv(path: str) -> list[str]:
     # SRI form, the form `nix path-info --json` gives narHash in, so the two compare.
     return ["nix", "hash", "path", "--type", "sha256", "--sri", *_operands([path], "path")]
-
-
-def sign_argv(key_file: Path, paths: Sequence[str]) -> list[str]:
-    return ["nix", "store", "sign", "--key-file", *_operands([str(key_file)], "key file"), *_store_paths(paths)]
 
 
 def copy_argv(url: str, paths: Sequence[str]) -> list[str]:
@@ -627,13 +619,6 @@ def query_outputs(drv: str, *, missing_ok: bool = True) -> list[str] | None:
     raise _failed("querying outputs", proc.stderr, NixError)
 
 
-def invalid_paths(paths: Sequence[str]) -> list[str]:
-    """Those of ``paths`` that the store does not hold."""
-    if not paths:
-        return []
-    return parse_paths(run(invalid_paths_argv(paths), what="checking outputs").stdout)
-
-
 def read_log(drv: str) -> str | None:
     """The build log Nix kept for ``drv``, or None (substituted, collected, never built here)."""
     proc = run_status(read_log_argv(drv), what="reading the build log")
@@ -653,10 +638,6 @@ def check_rebuild(drv: str, *, tmpdir: str | None = None) -> RebuildCheck:
     """Build ``drv`` again (its outputs must be present) and compare, log streamed to our stderr."""
     proc = run_streaming(check_rebuild_argv(drv), what=f"rebuilding {drv}", tmpdir=tmpdir)
     return rebuild_verdict(proc.returncode, proc.stderr)
-
-
-def sign(key_file: Path, paths: Sequence[str], *, error: type[RedoxCIError] = NixError) -> None:
-    run(sign_argv(key_file, paths), what="nix store sign", error=error)
 
 
 def copy_to(url: str, paths: Sequence[str], *, what: str, error: type[RedoxCIError] = NixError) -> None:

@@ -20,7 +20,7 @@ from redox_ci.cache.s3 import describe
 from redox_ci.cache.stage import Staged, StagedPath, check_staged, stage_url
 from redox_ci.config import CacheSettings
 from redox_ci.errors import ConfigError
-from redox_ci.nix import copy_argv, generate_secret_key, public_key, sign_argv
+from redox_ci.nix import copy_argv, generate_secret_key, public_key
 
 pytestmark = pytest.mark.unit
 
@@ -125,10 +125,12 @@ def test_read_signing_key_directory(tmp_path):
 
 
 def test_argv_builders():
-    assert sign_argv(Path("/k"), [TOP]) == ["nix", "store", "sign", "--key-file", "/k", TOP]
     assert copy_argv("file:///s", [TOP]) == ["nix", "copy", "--no-recursive", "--to", "file:///s", TOP]
     assert stage_url(Path("/s"), "xz") == "file:///s?compression=xz&parallel-compression=true"
     assert stage_url(Path("/s"), "none") == "file:///s?compression=none"
+    # The staging store signs what it writes; a key path is percent-encoded as Nix decodes it.
+    assert stage_url(Path("/s"), "none", Path("/k/a b&c.secret")) == \
+        "file:///s?compression=none&secret-key=/k/a%20b%26c.secret"
 
 
 def test_substituter_url():

@@ -368,10 +368,8 @@ def test_argv_builders():
     assert nix.realise_paths_argv([STABLE, DOC]) == ["nix-store", "--realise", STABLE, DOC]
     assert nix.check_rebuild_argv(DRV_PATH) == ["nix-store", "--realise", "--check", "--keep-failed", DRV_PATH]
     assert nix.query_outputs_argv(DRV_PATH) == ["nix-store", "--query", "--outputs", DRV_PATH]
-    assert nix.invalid_paths_argv([STABLE]) == ["nix-store", "--check-validity", "--print-invalid", STABLE]
     assert nix.read_log_argv(DRV_PATH) == ["nix-store", "--read-log", DRV_PATH]
     assert nix.hash_path_argv(STABLE) == ["nix", "hash", "path", "--type", "sha256", "--sri", STABLE]
-    assert nix.sign_argv(Path("/k"), [STABLE]) == ["nix", "store", "sign", "--key-file", "/k", STABLE]
     assert nix.copy_argv("file:///s", [STABLE]) == ["nix", "copy", "--no-recursive", "--to", "file:///s", STABLE]
     assert nix.generate_secret_argv("ci-1") == ["nix", "key", "generate-secret", "--key-name", "ci-1"]
     assert nix.convert_to_public_argv() == ["nix", "key", "convert-secret-to-public"]
@@ -386,7 +384,6 @@ def test_argv_builders():
     lambda: nix.realise_paths_argv([STABLE, "-v"]),
     lambda: nix.realise_argv(STABLE),  # an output, not a .drv
     lambda: nix.check_rebuild_argv("/nix/store/short-x.drv"),
-    lambda: nix.sign_argv(Path("-k"), [STABLE]),
     lambda: nix.generate_secret_argv(""),
 ])
 def test_argv_builders_refuse_what_nix_would_read_as_an_option_or_what_is_not_a_store_path(build):

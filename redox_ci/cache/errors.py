@@ -32,7 +32,7 @@ class NotInStore(UsageError):
 
 
 class StagingError(NixError):
-    """``nix store sign`` or ``nix copy --to file://`` failed, or wrote less than it said."""
+    """``nix copy --to file://`` failed, or wrote less than it said."""
 
 
 class PushFailed(CheckFailed):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import nix
 from ..nix import PathInfo
@@ -44,10 +45,14 @@ def check_store_paths(paths: list[str]) -> None:
         raise NotInStore(f"not a Nix store path: {', '.join(bad)} (expected /nix/store/<hash>-<name>)")
 
 
-def stage_url(directory: Path, compression: str) -> str:
+def stage_url(directory: Path, compression: str, key_file: Path | None = None) -> str:
+    """The staging binary cache; with ``key_file`` it signs every narinfo it writes (the
+    store's ``secret-key``), so the local store's paths need no signature of their own."""
     url = f"file://{directory}?compression={compression}"
     if compression in PARALLEL_COMPRESSION:
         url += "&parallel-compression=true"
+    if key_file is not None:
+        url += f"&secret-key={quote(str(key_file), safe='/')}"
     return url
 
 
@@ -94,7 +99,8 @@ def check_staged(root: Path, paths: list[str], key_name: str) -> list[StagedPath
 
 
 def stage(paths: list[str], key_file: Path, key_name: str, root: Path, compression: str) -> Staged:
-    """Sign ``paths`` in the local store and write them as a binary cache under ``root``.
+    """Write ``paths`` as a binary cache under ``root``, signed with ``key_file``: one ``nix
+    copy`` (the staging store signs; no ``nix store sign`` into the local store first).
 
     Nix refuses to add a path to a binary cache unless its references are there too: the
     caller puts the narinfos of references the bucket already holds into ``root`` first.
@@ -102,8 +108,7 @@ def stage(paths: list[str], key_file: Path, key_name: str, root: Path, compressi
     root.mkdir(parents=True, exist_ok=True)
     if not paths:
         return Staged(root, [])
-    nix.sign(key_file, paths, error=StagingError)
-    nix.copy_to(stage_url(root, compression), paths, what="nix copy to the staging directory",
+    nix.copy_to(stage_url(root, compression, Path(key_file).resolve()), paths, what="nix copy to the staging directory",
                 error=StagingError)
     return Staged(root, check_staged(root, paths, key_name))
 
