@@ -259,6 +259,14 @@ def test_store_queries_print_one_path_a_line():
     assert nix.parse_paths(captured("realise-paths").stdout) == [STABLE, DOC]
 
 
+def test_a_realisation_says_whether_it_built():
+    """redox-ci build's one nix-store --realise: Nix 2.26's own words, built then present."""
+    from redox_ci.build import did_work
+    drv, outs = DRV["noisy"], [OUT["noisy"]["out"]]
+    assert did_work(captured("realise-built").stderr, drv, outs)
+    assert not did_work(captured("realise-present").stderr, drv, outs)
+
+
 def test_read_log_and_its_absence():
     assert captured("read-log").stdout == "fails on purpose\n"
     c = captured("read-log-absent")
