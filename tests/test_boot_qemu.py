@@ -16,7 +16,7 @@ import pytest
 from boot_support import assert_vm_gone, build_stub, make_image
 from redox_ci.boot.run import BootRequest, boot
 from redox_ci.boot.vmm import QEMU_BINARY, find_binary, host_system, kvm_status
-from redox_ci.config import BootSettings
+from redox_ci.config import BootImage, BootSettings
 from tests.support import requires, run_json
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +103,21 @@ def test_x86_64_functional_test_image_reports_each_test(tmp_path, stubs):
     r = qemu_boot(tmp_path, stubs[("x86_64", "functional-test")], attr=FUNCTIONAL, accel="tcg")
     assert (r.verdict, r.failure, r.goal) == ("fail", "tests-failed", "tests"), r.reason
     assert r.reason.startswith("1 of 5 tests failed: nix-eval-arith: expected 42, got 41")
+    assert r.tests.complete and r.tests.describe() == "3 passed, 1 failed, 1 skipped"
+    assert_vm_gone(r.vmm_pid)
+
+
+def test_an_image_boots_in_a_vm_of_its_size_with_its_network_card(tmp_path, stubs):
+    """The network test's VM (2048 MB, 4 CPUs, an e1000 card on QEMU's user-mode network)
+    started for real: QEMU takes the command line and the image's tests are read as ever."""
+    require_qemu("x86_64-linux")
+    sized = BootImage(tests="FUNC_TEST", memory_mb=2048, cpus=4, nic="e1000", vmms=["qemu"])
+    settings = BootSettings(images={"redox-sized-test": sized})
+    request = BootRequest(vmm="qemu", image=make_image(tmp_path / "redox.img"),
+                          bootloader=stubs[("x86_64", "functional-test")], attr="redox-sized-test", accel="tcg",
+                          serial_log=tmp_path / "serial.log", vmm_log=tmp_path / "vmm.log")
+    r = boot(request, settings)
+    assert (r.failure, r.vm) == ("tests-failed", {"memory_mb": 2048, "cpus": 4, "nic": "e1000"}), r.reason
     assert r.tests.complete and r.tests.describe() == "3 passed, 1 failed, 1 skipped"
     assert_vm_gone(r.vmm_pid)
 
