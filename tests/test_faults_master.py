@@ -12,16 +12,21 @@ result, and what was recorded before the crash is still there.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS
 
+from redox_ci.master.known import NAME as KNOWN_FAILURES
+from redox_ci.master.known import STATE_NAME, KnownFailures, record_key
 from redox_ci.master.restart import ORPHAN_REASON, interrupted_verdict, orphaned, plan_summary
-from tests.master_support import BUILD_WAIT_SECONDS, cache_wiring, running_master, s3_server, slow_package
+from tests.master_support import BUILD_WAIT_SECONDS, cache_wiring, job_field, running_master, s3_server, slow_package
 from tests.support import wait_for
 from tests.test_postgres import DATABASE, cluster  # noqa: F401 (the module's PostgreSQL cluster fixture)
 
 SLOW_JOB = "x86_64-linux.fstools"
 TWICE_JOB = "x86_64-linux.kernel"
+FAILING_JOB = "x86_64-linux.installer"
 DONE_JOB = "x86_64-linux.cookbook"
 # The slow job still builds when the master is killed; after the restart it is built in full.
 SLEEP_SECONDS = 30
@@ -175,3 +180,24 @@ def test_master_killed_twice_does_not_run_the_pipeline_again(master):
         assert requests and all(r["complete"] for r in requests), requests
         kernel = by_job(master, b["buildid"])[TWICE_JOB]
         assert [k["results"] for k in kernel] == [RETRY]
+
+
+def stored_records(cluster) -> dict:  # noqa: F811
+    """The known-failure records as the master keeps them in PostgreSQL."""
+    rows = cluster.query(
+        "SELECT s.value_json FROM object_state s JOIN objects o ON o.id = s.objectid "
+        "WHERE o.class_name = %s AND o.name = %s AND s.name = %s",
+        f"{KnownFailures.__module__}.{KnownFailures.__name__}", KNOWN_FAILURES, STATE_NAME)
+    return json.loads(rows[0][0]) if rows else {}
+
+
+@pytest.mark.e2e
+def test_master_killed_keeps_the_known_failure_records(master, cluster):  # noqa: F811
+    plan = master.forced_build(master.force(attrs="installer", systems=["x86_64-linux"], reason="a known failure"))
+    job = master.jobs(plan["buildid"])[FAILING_JOB]
+    assert job["results"] == FAILURE
+    key = record_key(job_field(job, "drv"))
+    assert stored_records(cluster)[key]["buildid"] == job["buildid"]
+    master.kill_master()
+    master.start_master()
+    assert stored_records(cluster)[key]["buildid"] == job["buildid"]
