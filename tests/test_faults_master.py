@@ -37,9 +37,11 @@ FINAL = {SUCCESS, FAILURE}
 
 @pytest.mark.unit
 def test_master_killed_orphans_and_reruns():
-    assert orphaned(None)
-    assert orphaned({"complete": True})
-    assert not orphaned({"complete": False})
+    triggered = {"parent_buildid": 7, "rebuilt_buildid": None}
+    assert orphaned(triggered, None)
+    assert orphaned(triggered, {"complete": True})
+    assert not orphaned(triggered, {"complete": False})
+    assert not orphaned({"parent_buildid": 7, "rebuilt_buildid": 9}, {"complete": True})  # a Rebuild of a job
     assert interrupted_verdict([RETRY], 1) is None  # interrupted once: the pipeline runs again
     assert interrupted_verdict([RETRY, RETRY], 1) == \
         "interrupted 2 times (master restarts or lost workers), not run again"

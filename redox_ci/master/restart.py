@@ -10,7 +10,8 @@ waiting for them.
 ``RestartCleanup`` runs at the master's start, before any worker can connect (the service
 manager is configured before the workers' port opens):
 - a request whose parent build (the plan build that triggered it) is complete is an
-  orphan: cancelled, and the old plan build's summary says why;
+  orphan (unless it is a person's Rebuild of a job): cancelled, and the old plan build's
+  summary says why;
 - a plan request interrupted more than ``retries`` times (restarts or lost workers) is
   cancelled instead of running again: an interrupted pipeline runs again once.
 
@@ -34,9 +35,12 @@ NAME = "restart-cleanup"
 ORPHAN_REASON = "its plan build was interrupted by a master restart"
 
 
-def orphaned(parent_build: dict | None) -> bool:
-    """Whether a request's parent build is gone: finished (or missing), so nothing waits
-    for the request."""
+def orphaned(buildset: dict, parent_build: dict | None) -> bool:
+    """Whether a triggered request's parent build is gone: finished (or missing), so nothing
+    waits for the request. A Rebuild of a job keeps its plan build as parent, finished long
+    ago: a person asked for it, so it is not an orphan."""
+    if buildset.get("rebuilt_buildid") is not None:
+        return False
     return parent_build is None or bool(parent_build["complete"])
 
 
@@ -86,7 +90,7 @@ class RestartCleanup(service.BuildbotService):
             buildset = await data.get(("buildsets", req["buildsetid"]))
             parent = buildset["parent_buildid"]
             if parent is not None:
-                if orphaned(await data.get(("builds", parent))):
+                if orphaned(buildset, await data.get(("builds", parent))):
                     orphans[parent].append(req["buildrequestid"])
             elif req["builderid"] in plan_ids:
                 builds = await data.get(("builds",), filters=[
