@@ -29,6 +29,7 @@ RETRIES = 2
 SLEEP_SECONDS = 300
 # (A new derivation at every run, with a nonce: Nix's store outlives a run.)
 NO_BOOTS = "[boot]\nenabled = false\n"
+SLOTS = 4
 
 
 @pytest.mark.unit
@@ -58,9 +59,11 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory, s3):
-    # The cache answers for the jobs a lost plan had finished.
+    # The cache answers for the jobs a lost plan had finished. Four slots: the plan's, two
+    # jobs', and one idle while a killed slot reconnects, so that no retry has to share the
+    # plan's slot (jobs take an idle slot first; sharing it, the plan would be lost too).
     yield from running_master(tmp_path_factory, "faults-workers", slow_package(SLEEP_SECONDS), worker_kind="remote",
-                              systems=["x86_64-linux"], max_builds=3, extra_toml=NO_BOOTS,
+                              systems=["x86_64-linux"], max_builds=SLOTS, extra_toml=NO_BOOTS,
                               cache=cache_wiring(s3.url, s3.bucket, tmp_path_factory.mktemp("keys")))
 
 

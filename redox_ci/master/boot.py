@@ -22,6 +22,7 @@ from ..plan import Job, JobStatus, Plan
 from . import schedulers as redox_schedulers
 from .base import WORKER_SETTINGS, RedoxCiStep, job_of, one_line
 from .pipeline import StageJob, TriggerStage
+from .retries import capped_build
 from .workers import host_of, names_for
 
 if TYPE_CHECKING:
@@ -160,6 +161,8 @@ def longest_boot(boot: BootSettings) -> float:
 def boot_factory(loaded: LoadedSettings) -> util.BuildFactory:
     boot = loaded.settings.boot
     f = util.BuildFactory()
+    # A boot that takes its worker down (a VM eating the host) runs again only so often.
+    f.buildClass = capped_build(loaded.settings.jobs.retries)
     f.addStep(steps.ShellCommand(command=realise_args, name="fetch image", haltOnFailure=True,
                                  descriptionDone="image and bootloader in the store"))
     f.addStep(BootStep(loaded.settings.workers.command, boot_args, name="boot",

@@ -30,6 +30,7 @@ from .base import WORKER_SETTINGS, job_properties, one_line
 from .cache import cache_env
 from .pipeline import PlanStep, plan_listing
 from .jobs import StageBuilder, stage_builders
+from .retries import PLAN_RETRIES, capped_build
 from .workers import prefer_native
 
 if TYPE_CHECKING:
@@ -57,6 +58,14 @@ def requested_systems(props, configured: list[str]) -> list[str]:
     if not systems:
         return list(configured)
     return systems if isinstance(systems, list) else [systems]
+
+
+def routes(props, configured: list[str], routed: set[str]) -> set[str]:
+    """The systems this plan build sends to workers of their own: none when its own worker
+    builds every requested system natively, so that one evaluation here replaces a whole
+    build to start and wait for (an all-cached commit costs little more than it)."""
+    native = set(props.getProperty("worker_systems") or [])
+    return set() if set(requested_systems(props, configured)) <= native else routed
 
 
 def split_systems(systems: list[str], routed: set[str]) -> tuple[list[str], list[str]]:
@@ -96,7 +105,8 @@ class EvaluateSystems(steps.Trigger):
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
     def routed(self) -> list[str]:
-        return split_systems(requested_systems(self, self.configured), set(self.by_system))[0]
+        return split_systems(requested_systems(self, self.configured),
+                             routes(self, self.configured, set(self.by_system)))[0]
 
     def getSchedulersAndProperties(self):
         flake = self.getProperty("flake_ref") or ""
@@ -131,7 +141,7 @@ def local_systems(configured: list[str], routed: set[str]):
     """The plan build's own evaluation: the systems no worker builds, if any."""
     @util.renderer
     def render(props):
-        _, here = split_systems(requested_systems(props, configured), routed)
+        _, here = split_systems(requested_systems(props, configured), routes(props, configured, routed))
         return plan_command_line(props.getProperty("flake_ref"), settings=WORKER_SETTINGS, systems=here,
                                  attrs=(props.getProperty("attrs") or "").split() or None)
     return render
@@ -177,7 +187,7 @@ def plan_steps(loaded: LoadedSettings, secrets: Secrets) -> list[buildstep.Build
     routed = {b.system for b in eval_builders(loaded)}
 
     def local(step) -> bool:
-        return bool(split_systems(requested_systems(step, configured), routed)[1])
+        return bool(split_systems(requested_systems(step, configured), routes(step, configured, routed))[1])
 
     return [
         PlanStep(loaded.settings.workers.command, local_systems(configured, routed), name="evaluate here",
@@ -190,6 +200,8 @@ def plan_steps(loaded: LoadedSettings, secrets: Secrets) -> list[buildstep.Build
 
 def eval_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
+    # An evaluation that runs its worker out of memory runs again once, not for ever.
+    f.buildClass = capped_build(PLAN_RETRIES)
     f.addStep(PlanStep(loaded.settings.workers.command, local_systems(loaded.settings.flake.systems, set()),
                        name="evaluate", haltOnFailure=True, env=cache_env(secrets),
                        settings_text=loaded.path.read_text()))

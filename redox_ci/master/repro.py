@@ -19,6 +19,7 @@ from ..repro.cli import command_line
 from . import schedulers as redox_schedulers
 from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, one_line, settings_download
 from .cache import cache_env
+from .retries import PLAN_RETRIES, capped_build
 from .workers import names_for
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class ReproStep(RedoxCiStep):
 
 def repro_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
+    # A nightly run whose worker is lost runs again once, not for ever.
+    f.buildClass = capped_build(PLAN_RETRIES)
     # Old nights' reports must not be uploaded again with tonight's.
     f.addStep(steps.RemoveDirectory(dir="build", name="clean", hideStepIf=lambda r, s: r == SUCCESS))
     f.addStep(ResolveFlake(loaded.settings.flake.repo))
