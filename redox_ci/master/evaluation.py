@@ -60,14 +60,6 @@ def requested_systems(props, configured: list[str]) -> list[str]:
     return systems if isinstance(systems, list) else [systems]
 
 
-def routes(props, configured: list[str], routed: set[str]) -> set[str]:
-    """The systems this plan build sends to workers of their own: none when its own worker
-    builds every requested system natively, so that one evaluation here replaces a whole
-    build to start and wait for (an all-cached commit costs little more than it)."""
-    native = set(props.getProperty("worker_systems") or [])
-    return set() if set(requested_systems(props, configured)) <= native else routed
-
-
 def split_systems(systems: list[str], routed: set[str]) -> tuple[list[str], list[str]]:
     """(evaluated on a worker of the system, evaluated by the plan build itself)."""
     return [s for s in systems if s in routed], [s for s in systems if s not in routed]
@@ -105,8 +97,7 @@ class EvaluateSystems(steps.Trigger):
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
     def routed(self) -> list[str]:
-        return split_systems(requested_systems(self, self.configured),
-                             routes(self, self.configured, set(self.by_system)))[0]
+        return split_systems(requested_systems(self, self.configured), set(self.by_system))[0]
 
     def getSchedulersAndProperties(self):
         flake = self.getProperty("flake_ref") or ""
@@ -141,7 +132,7 @@ def local_systems(configured: list[str], routed: set[str]):
     """The plan build's own evaluation: the systems no worker builds, if any."""
     @util.renderer
     def render(props):
-        _, here = split_systems(requested_systems(props, configured), routes(props, configured, routed))
+        _, here = split_systems(requested_systems(props, configured), routed)
         return plan_command_line(props.getProperty("flake_ref"), settings=WORKER_SETTINGS, systems=here,
                                  attrs=(props.getProperty("attrs") or "").split() or None)
     return render
@@ -187,7 +178,7 @@ def plan_steps(loaded: LoadedSettings, secrets: Secrets) -> list[buildstep.Build
     routed = {b.system for b in eval_builders(loaded)}
 
     def local(step) -> bool:
-        return bool(split_systems(requested_systems(step, configured), routes(step, configured, routed))[1])
+        return bool(split_systems(requested_systems(step, configured), routed)[1])
 
     return [
         PlanStep(loaded.settings.workers.command, local_systems(configured, routed), name="evaluate here",
