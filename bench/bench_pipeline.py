@@ -64,9 +64,11 @@ def extra_workers_toml(workers: int) -> str:
 
 
 def profiling_cfg(stats: Path) -> str:
-    """Lines for master.cfg: profile the master process until it stops, stats to ``stats``."""
+    """Lines for master.cfg: profile the master's reactor thread until it stops, stats to
+    ``stats``. Buildbot reads master.cfg in a pool thread, so the profile starts in the
+    reactor's thread by callFromThread."""
     return (f"\nimport cProfile as _cProfile\nfrom twisted.internet import reactor as _reactor\n"
-            f"_profile = _cProfile.Profile()\n_profile.enable()\n"
+            f"_profile = _cProfile.Profile()\n_reactor.callFromThread(_profile.enable)\n"
             f"_reactor.addSystemEventTrigger('before', 'shutdown', lambda: (_profile.disable(), "
             f"_profile.dump_stats({str(stats)!r})))\n")
 
@@ -147,7 +149,7 @@ def pipeline(master: Master, repo: Path, n: int, work: int) -> Run:
         stop.set()
         sampler.join()
     run = Run(time.perf_counter() - start, build, master_cpu_seconds(master) - cpu, running)
-    jobs = master.children(build["buildid"])
+    jobs = list(master.jobs(build["buildid"]).values())  # the systems' evaluations apart
     bad = [b for b in jobs if b["results"] != SUCCESS]
     if build["results"] != SUCCESS or len(jobs) != n or bad:
         sys.exit(f"pipeline: result {build['results']}, {len(jobs)} jobs of {n}, "
@@ -162,7 +164,7 @@ def profile_master(master: Master, run: Run, n: int) -> None:
         if step["started_at"] is not None:
             print(f"    step {step['name']:26} {step['complete_at'] - step['started_at']:4d} s"
                   f"  {step['state_string'][:70]}")
-    jobs = master.children(run.build["buildid"])
+    jobs = list(master.jobs(run.build["buildid"]).values())
     build_steps = [s for b in jobs for s in master.steps(b["buildid"]) if s["name"] == "build"]
     step_time = sum(s["complete_at"] - s["started_at"] for s in build_steps)
     job_time = sum(b["complete_at"] - b["started_at"] for b in jobs)
