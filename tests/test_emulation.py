@@ -3,7 +3,7 @@ goes to (native first, emulating when no native one is free); no Nix, no master.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -76,6 +76,8 @@ def test_builders_take_native_then_emulating_slots_and_vms_native_only():
 @dataclass
 class _Worker:
     workername: str
+    # Builder name -> its WorkerForBuilder; none busy here.
+    workerforbuilders: dict = field(default_factory=dict)
 
 
 @dataclass

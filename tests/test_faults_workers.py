@@ -10,13 +10,16 @@ starts that worker again, which reconnects by itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNINGS
 
-from redox_ci.master.retries import lost_times, lost_verdict
-from redox_ci.settings_file import validate
 from redox_ci.config import Settings
 from redox_ci.errors import ConfigError
+from redox_ci.master.retries import lost_times, lost_verdict
+from redox_ci.master.workers import prefer_native
+from redox_ci.settings_file import validate
 from tests.master_support import BUILD_WAIT_SECONDS, cache_wiring, running_master, s3_server, slow_package
 from tests.support import wait_for
 
@@ -41,6 +44,35 @@ def test_worker_lost_verdict_caps_the_retries():
     # Only lost workers count: a cancelled or failed build of the request is not one.
     assert lost_verdict([RETRY, FAILURE], 2) is None
     assert lost_verdict([], 0) == "worker lost 1 time"
+
+
+@dataclass
+class _Busy:
+    busy: bool
+
+    def isBusy(self) -> bool:  # noqa: N802 (Buildbot's name)
+        return self.busy
+
+
+@dataclass
+class _Worker:
+    workername: str
+    workerforbuilders: dict
+
+
+@dataclass
+class _Slot:
+    worker: _Worker
+
+
+@pytest.mark.unit
+def test_worker_lost_takes_only_its_job_down_a_job_takes_an_idle_slot_first():
+    def slot(name: str, busy: bool) -> _Slot:
+        return _Slot(_Worker(name, {"redox/plan": _Busy(busy)}))
+    plan, idle = slot("w-1", True), slot("w-2", False)
+    for pick in (prefer_native(["w-1", "w-2"]), prefer_native(None)):
+        assert all(pick(None, [plan, idle], None) is idle for _ in range(20))
+        assert pick(None, [plan], None) is plan  # no idle slot: share rather than wait
 
 
 @pytest.mark.unit
