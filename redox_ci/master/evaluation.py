@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 EVAL_STAGE = "eval"
 # The job name of a system's evaluation (``<system>.evaluation``) in the web UI.
 EVAL_ATTR = "evaluation"
-# Where the plan build keeps each system's plan until they are merged.
+# What each system's evaluation answered (result, summary; not its plan), for the plan step.
 SYSTEM_PLANS = "system_plans"
 
 
