@@ -34,7 +34,9 @@ def settings_from_args(args: argparse.Namespace) -> CacheSettings:
     from ..config import CacheSettings
     from ..settings_file import given_path, load_table, validate
     base = load_table(CacheSettings, given_path(args.settings))
-    flags = {field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag) is not None}
+    # A flag a caller's namespace lacks (an older face, a test) is simply not given.
+    flags = {field: getattr(args, flag, None) for flag, field in OVERRIDES.items()
+             if getattr(args, flag, None) is not None}
     return validate(CacheSettings, {**base.model_dump(), **flags}, "command line", prefix="--")
 
 
@@ -144,7 +146,7 @@ def register(sub) -> None:
 
     p = verbs.add_parser("status", help="which store paths the bucket holds (exit 1 if any is missing)")
     _common(p)
-    p.set_defaults(func=do_status, compression=None, parallelism=None, multipart_threshold_mb=None, public_read=None)
+    p.set_defaults(func=do_status, compression=None, parallelism=None)
 
     p = verbs.add_parser("serve", help="run a local S3 server with a public-read bucket (foreground)")
     localserver.add_arguments(p)
