@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from redox_ci.config import FlakeSettings, LoadedSettings, Settings, WorkerSpec
-from redox_ci.master.evaluation import (EVAL_STAGE, EvaluateSystems, eval_builders, judge_evaluations,
-                                        merge_plans, split_systems)
+from redox_ci.master.evaluation import (EVAL_STAGE, EvaluateSystems, PlanMismatch, eval_builders,
+                                        judge_evaluations, merge_plans, split_systems)
+from redox_ci.master.pipeline import systems_built
 from redox_ci.plan import Job, JobStatus, Plan
 
 pytestmark = pytest.mark.unit
@@ -39,6 +40,21 @@ def test_a_system_no_worker_builds_is_evaluated_by_the_plan_build():
     assert split_systems([X86, ARM], {b.system for b in builders}) == ([X86], [ARM])
 
 
+def test_the_plan_build_evaluates_what_its_worker_builds():
+    # Its worker builds x86_64 (natively or by emulation): no evaluation build for it.
+    assert split_systems([X86, ARM], {X86, ARM}, own={X86}) == ([ARM], [X86])
+    assert split_systems([X86, ARM], {X86, ARM}, own={X86, ARM}) == ([], [X86, ARM])
+    # A system no worker builds stays with the plan build, to list its jobs as SKIPPED.
+    assert split_systems([X86, ARM], {ARM}, own=set()) == ([ARM], [X86])
+
+
+def test_the_plan_build_prefers_a_worker_that_builds_the_most_systems():
+    x86 = WorkerSpec(name="x86", systems=[X86], max_builds=2)
+    both = WorkerSpec(name="both", systems=[X86], emulated_systems=[ARM])
+    assert systems_built([x86, both], [X86, ARM]) == {"x86-1": 1, "x86-2": 1, "both": 2}
+    assert systems_built([both], [X86]) == {"both": 1}
+
+
 def test_the_systems_plans_merge_into_one():
     x86 = Plan("F", [job("cookbook", X86), job("kernel", X86)], evaluation={X86: {"seconds": 3}})
     arm = Plan("F", [job("cookbook", ARM, JobStatus.FAILED)], evaluation={ARM: {"seconds": 9}})
@@ -48,6 +64,13 @@ def test_the_systems_plans_merge_into_one():
     assert merged.summary()["failed"] == 1 and merged.flake == "F"
     assert merged.find(ARM, "cookbook").status == JobStatus.FAILED
     assert merge_plans([]) == Plan("", [])
+
+
+def test_the_merged_plan_keeps_the_revision_the_systems_agree_on():
+    rev, other = "a" * 40, "b" * 40
+    assert merge_plans([Plan("F", [], revision=rev), Plan("F", [], revision=rev)]).revision == rev
+    with pytest.raises(PlanMismatch, match=f"different revisions \\({rev}, {other}\\)"):
+        merge_plans([Plan("F", [], revision=rev), Plan("F", [], revision=other)])
 
 
 def test_a_failed_evaluation_stops_the_pipeline_with_its_reason():
@@ -65,7 +88,7 @@ def test_the_evaluations_started_are_the_forced_systems_with_a_builder():
         def getProperty(self, name, default=None):
             return props.get(name, default)
 
-    step = Step({X86: f"{X86}/eval"}, [X86, ARM], lambda step: True)
+    step = Step({X86: f"{X86}/eval"}, [X86, ARM])
     started = step.getSchedulersAndProperties()
     assert [s["sched_name"] for s in started] == [f"{X86}/eval"]
     given = started[0]["props_to_set"]
@@ -73,3 +96,8 @@ def test_the_evaluations_started_are_the_forced_systems_with_a_builder():
     assert given["virtual_builder_name"] == f"{X86}.evaluation" and given["virtual_builder_tags"] == [X86, "eval"]
     props["systems"] = [ARM]
     assert step.routed() == []
+    # The plan build's worker builds x86_64 itself: it evaluates it, no evaluation build.
+    props.update(systems=[X86, ARM], worker_systems=[X86])
+    assert step.routed() == []
+    props.update(worker_systems=["riscv64-linux"], worker_emulated_systems=[])
+    assert step.routed() == [X86]

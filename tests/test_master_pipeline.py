@@ -150,7 +150,8 @@ def test_force_subset_of_attributes_and_systems(master):
     build = master.forced_build(master.force(attrs="cookbook redoxfs", systems=["x86_64-linux"]))
     jobs = master.jobs(build["buildid"])
     assert sorted(jobs) == ["x86_64-linux.cookbook", "x86_64-linux.redoxfs"]
-    assert list(master.evaluations(build["buildid"])) == ["x86_64-linux"]  # the forced system alone
+    # The plan build's worker builds x86_64-linux: it evaluated it itself, no evaluation build.
+    assert master.evaluations(build["buildid"]) == {}
     assert build["results"] == SUCCESS
 
 
@@ -291,22 +292,53 @@ def test_functional_test_image_shows_its_tests_one_by_one(master, forced):
     assert not any("redox-network-test" in name for name in jobs)
 
 
-def test_each_system_is_evaluated_on_a_worker_of_that_system(master, forced, emulation):
+def plan_property(master, build: dict, name: str = "plan"):
+    return master.api(f"builds/{build['buildid']}", property=name)["builds"][0]["properties"][name][0]
+
+
+def test_the_plan_build_evaluates_the_systems_its_worker_builds(master, forced, emulation):
     build, jobs = forced
-    evaluations = master.evaluations(build["buildid"])
-    x86 = evaluations["x86_64-linux"]
-    assert x86["results"] in (SUCCESS, WARNINGS), x86["state_string"]
-    assert "x86_64-linux" in x86["properties"]["worker_systems"][0]
-    plan = master.api(f"builds/{build['buildid']}", property="plan")["builds"][0]["properties"]["plan"][0]
+    props = master.api(f"builds/{build['buildid']}", property="*")["builds"][0]["properties"]
+    assert "x86_64-linux" in props["worker_systems"][0]
+    plan = plan_property(master, build)
     assert {j["system"] for j in plan["jobs"]} == {"x86_64-linux", "aarch64-linux"}
-    # The plan build's own evaluation, of systems no worker builds (hidden when there is none).
-    evaluated_here = [s for s in master.steps(build["buildid"]) if s["name"] == "evaluate here"]
-    if emulation[0]:
-        arm = evaluations["aarch64-linux"]
-        assert arm["results"] in (SUCCESS, WARNINGS), arm["state_string"]
-        assert "aarch64-linux" in arm["properties"]["worker_emulated_systems"][0]
-        assert all(s["results"] == SKIPPED for s in evaluated_here)  # every system had a worker of its own
-    else:
-        # No worker builds aarch64-linux: the plan build evaluates it itself, its jobs SKIPPED.
-        assert set(evaluations) == {"x86_64-linux"} and evaluated_here[0]["results"] in (SUCCESS, WARNINGS)
+    # Forced at the branch's tip: the plan says which commit that was.
+    assert len(plan["revision"]) == 40 and set(plan["revision"]) <= set("0123456789abcdef")
+    # One worker builds x86_64 and (emulating) aarch64, or no worker builds aarch64: either
+    # way the plan build evaluates both in its one "plan" step, with no evaluation build.
+    assert master.evaluations(build["buildid"]) == {}
+    names = [s["name"] for s in master.steps(build["buildid"])]
+    assert "evaluate here" not in names and "evaluate" not in names and "resolve flake" not in names
     assert master.step(build["buildid"], "plan")["state_string"].startswith("plan: ")
+
+
+ARM_WORKER = '[[workers.worker]]\nname = "arm-box"\nkind = "local"\nsystems = ["aarch64-linux"]\n'
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """The x86_64 worker (no emulation) and a second worker that alone builds aarch64-linux."""
+    yield from running_master(tmp_path_factory, "twoworkers", extra_toml=ARM_WORKER, poll_interval=3600)
+
+
+def test_a_system_only_a_second_worker_builds_is_evaluated_there(two_workers):
+    master = two_workers
+    # The aarch64 evaluation fails this attribute (x86_64-only): nothing is built on arm-box.
+    build = master.forced_build(master.force(attrs="redox-libstdcxx-shim"))
+    props = master.api(f"builds/{build['buildid']}", property="*")["builds"][0]["properties"]
+    own = set(props["worker_systems"][0]) | set(props["worker_emulated_systems"][0])
+    away = {"x86_64-linux", "aarch64-linux"} - own
+    assert len(own & {"x86_64-linux", "aarch64-linux"}) == 1  # each worker builds one of the two
+    evaluations = master.evaluations(build["buildid"])
+    assert set(evaluations) == away, (props["workername"][0], sorted(evaluations))
+    system = away.pop()
+    evaluated = evaluations[system]
+    assert evaluated["results"] in (SUCCESS, WARNINGS), evaluated["state_string"]
+    assert system in evaluated["properties"]["worker_systems"][0]
+    plan = plan_property(master, build)
+    assert {j["system"] for j in plan["jobs"]} == {"x86_64-linux", "aarch64-linux"}
+    assert len(plan["revision"]) == 40
+    names = [s["name"] for s in master.steps(build["buildid"])]
+    assert names.count("evaluate") == 1 and names.count("evaluate here") == 1
+    log = master.step_logs(build["buildid"], "plan")["evaluated on"]
+    assert f"{system:14} a worker of it" in log and "the plan build's worker" in log

@@ -14,6 +14,7 @@ from redox_ci.config import GithubStatusSettings, MetricsSettings
 from redox_ci.errors import ConfigError
 from redox_ci.master import github_status as gs
 from redox_ci.master.commits import job_build_facts
+from redox_ci.master.evaluation import eval_job
 from redox_ci.master.metrics import Metrics, record
 from redox_ci.plan import Job, JobStatus, Plan
 from redox_ci.secrets_file import GITHUB_STATUS_TOKEN, load_secrets
@@ -221,6 +222,8 @@ def test_only_job_builds_are_jobs():
     assert job_build_facts({"job": job("kernel", "cross-system").to_json()}).job.name == "x86_64-linux.kernel"
     assert job_build_facts({"attr": "kernel", "system": "x86_64-linux", "stage": "cross-system"}) is not None
     assert job_build_facts({"plan": {}}) is None and job_build_facts({}) is None
+    # A system's evaluation build is part of the plan: no job row, status or job metric.
+    assert job_build_facts({"job": eval_job("aarch64-linux").to_json()}) is None
 
 
 # --- posting: order, supersession, giving up --------------------------------------------

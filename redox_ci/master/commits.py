@@ -17,6 +17,7 @@ from enum import StrEnum
 from buildbot.process.results import Results
 
 from ..plan import Job, JobStatus
+from .evaluation import EVAL_STAGE
 
 # Scheduler name Buildbot records (property "scheduler") on builds a person forced.
 FORCED_BY = "force"
@@ -124,8 +125,12 @@ def job_facts(props: dict) -> JobFacts:
 
 
 def job_build_facts(props: dict) -> JobFacts | None:
-    """``job_facts`` of a job build; None for any other build (a plan, the nightly run)."""
-    return job_facts(props) if "job" in props or props.get("attr") else None
+    """``job_facts`` of a job build; None for any other build (a plan, a system's
+    evaluation build, which is part of the plan, the nightly run)."""
+    if not ("job" in props or props.get("attr")):
+        return None
+    facts = job_facts(props)
+    return None if facts.job.stage == EVAL_STAGE else facts
 
 
 def _from_verb_answers(props: dict) -> JobFacts:

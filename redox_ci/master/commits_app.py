@@ -23,8 +23,8 @@ from ..errors import RedoxCIError
 from ..repro.run import DEFAULT_SYSTEM
 from . import commits_view as view
 from .pipeline import PLAN_BUILDER
-from .commits import Commit, JobBuild, Link, Outcome, Pipeline, branches_of, commits_of, job_rows, repro_verdicts, \
-    trends, unsourced
+from .commits import Commit, JobBuild, Link, Outcome, Pipeline, branches_of, commits_of, job_build_facts, \
+    job_rows, repro_verdicts, trends, unsourced
 from .svg import badge
 
 # Plan builds read to list commits: a few weeks of pushes and forced builds on every branch.
@@ -84,7 +84,9 @@ class Reader:
         async def one(b: dict) -> JobBuild:
             logs = await self.logs(b["buildid"]) if with_logs else []
             return JobBuild(b, await self.props(b["buildid"]), logs, self.urls.build(b["builderid"], b["number"]))
-        return list(await _all(one(b) for b in await self.data.get(("builds", pipeline.buildid, "triggered_builds"))))
+        builds = await _all(one(b) for b in await self.data.get(("builds", pipeline.buildid, "triggered_builds")))
+        # A system's evaluation build is part of the plan, not a job of the commit.
+        return [jb for jb in builds if job_build_facts(jb.props) is not None]
 
     async def logs(self, buildid: int) -> list[Link]:
         links = []

@@ -1,5 +1,6 @@
-"""Evaluation where the system is built: one ``<system>/eval`` build per system, on a
-worker that builds that system (natively first, else by emulation).
+"""Evaluation where the system is built: by the plan build itself for the systems its
+worker builds (natively or by emulation), else by one ``<system>/eval`` build per system
+on a worker that builds it (natively first).
 
 Why not one ``redox-ci plan`` for every system on any worker: the real flake needs
 import-from-derivation (crane's vendored sources, patched trees), so forcing an
@@ -9,9 +10,13 @@ extra-platforms) can do; an x86_64 worker without emulation fails them. Each sys
 evaluation is also the slow, memory-hungry part of a commit, so two systems evaluate at
 once on two workers.
 
-The plan build triggers the systems' evaluations and merges their plans into the one
-``plan`` property the stages read. A system no worker builds is evaluated by the plan
-build itself, as before, so that its jobs are listed and SKIPPED with the reason.
+The plan build runs on the worker that builds the most configured systems
+(``pipeline.most_systems``) and evaluates those itself, in one ``redox-ci plan``: an
+all-cached commit on a worker that builds every system is then that one step, with no
+build to start and wait for. The other systems' evaluation builds are triggered and
+their plans merged with the plan build's own into the one ``plan`` property the stages
+read. A system no worker builds is evaluated by the plan build too, so that its jobs are
+listed and SKIPPED with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ EVAL_STAGE = "eval"
 EVAL_ATTR = "evaluation"
 # What each system's evaluation answered (result, summary; not its plan), for the plan step.
 SYSTEM_PLANS = "system_plans"
+# Why the systems' plans could not be merged (PlanMismatch), for the plan step.
+MERGE_ERROR = "merge_error"
 
 
 def eval_builders(loaded: LoadedSettings) -> list[StageBuilder]:
@@ -60,21 +67,45 @@ def requested_systems(props, configured: list[str]) -> list[str]:
     return systems if isinstance(systems, list) else [systems]
 
 
-def split_systems(systems: list[str], routed: set[str]) -> tuple[list[str], list[str]]:
-    """(evaluated on a worker of the system, evaluated by the plan build itself)."""
-    return [s for s in systems if s in routed], [s for s in systems if s not in routed]
+def split_systems(systems: list[str], routed: set[str], own: set[str] = frozenset()
+                  ) -> tuple[list[str], list[str]]:
+    """(evaluated by an evaluation build on a worker of the system, evaluated by the plan
+    build itself): ``routed`` are the systems with an evaluation builder, ``own`` those the
+    plan build's worker builds; it evaluates these and those no worker builds."""
+    away = [s for s in systems if s in routed and s not in own]
+    return away, [s for s in systems if s not in away]
+
+
+def worker_builds(props) -> set[str]:
+    """The systems the plan build's worker builds, natively or by emulation (its worker
+    properties, ``workers.make_workers``)."""
+    return set(props.getProperty("worker_systems") or []) | set(props.getProperty("worker_emulated_systems") or [])
+
+
+def placement(props, configured: list[str], routed: set[str]) -> tuple[list[str], list[str]]:
+    """``split_systems`` of a plan build's requested systems."""
+    return split_systems(requested_systems(props, configured), routed, worker_builds(props))
+
+
+class PlanMismatch(ValueError):
+    """The systems' plans name different revisions: the reference moved between evaluations."""
 
 
 def merge_plans(plans: list[Plan]) -> Plan:
     """One plan of several systems' plans, each evaluated alone: jobs, ignored attributes
-    and evaluation figures side by side, in the order given."""
+    and evaluation figures side by side, in the order given; the revision they all name."""
     if not plans:
         return Plan("", [])
+    revisions = {p.revision for p in plans}
+    if len(revisions) > 1:
+        raise PlanMismatch("the systems were evaluated at different revisions ("
+                           + ", ".join(sorted(r or "unknown" for r in revisions))
+                           + "): the branch moved between their evaluations")
     evaluation: dict = {}
     for p in plans:
         evaluation.update(p.evaluation)
     return Plan(plans[0].flake, [j for p in plans for j in p.jobs], [i for p in plans for i in p.ignored],
-                evaluation)
+                evaluation, plans[0].revision)
 
 
 def eval_job(system: str) -> Job:
@@ -87,17 +118,16 @@ class EvaluateSystems(steps.Trigger):
     each evaluation answered (its result and summary, not its plan again) is kept in
     ``system_plans`` for the ``plan`` step, which judges them."""
 
-    def __init__(self, schedulers_by_system: dict[str, str], configured: list[str], local_ran, **kwargs):
+    def __init__(self, schedulers_by_system: dict[str, str], configured: list[str], **kwargs):
         self.by_system = schedulers_by_system
         self.configured = list(configured)
-        self.local_ran = local_ran
         super().__init__(name="evaluate", schedulerNames=sorted(set(schedulers_by_system.values())) or ["none"],
                          waitForFinish=True, haltOnFailure=False, flunkOnFailure=False,
                          doStepIf=lambda step: bool(step.routed()),
                          hideStepIf=lambda results, step: results == SKIPPED, **kwargs)
 
     def routed(self) -> list[str]:
-        return split_systems(requested_systems(self, self.configured), set(self.by_system))[0]
+        return placement(self, self.configured, set(self.by_system))[0]
 
     def getSchedulersAndProperties(self):
         flake = self.getProperty("flake_ref") or ""
@@ -122,17 +152,21 @@ class EvaluateSystems(steps.Trigger):
         answers.sort(key=lambda a: a["system"])
         self.setProperty(SYSTEM_PLANS, answers, "EvaluateSystems")
         if judge_evaluations(answers) is None:
-            here = [Plan.from_json(self.getProperty("plan"))] if self.local_ran(self) else []
+            here = [Plan.from_json(self.getProperty("plan"))] if placement(self, self.configured,
+                                                                           set(self.by_system))[1] else []
             plans.sort(key=lambda p: p.jobs[0].system if p.jobs else "")
-            self.setProperty("plan", merge_plans(plans + here).to_json(), "EvaluateSystems")
+            try:
+                self.setProperty("plan", merge_plans(plans + here).to_json(), "EvaluateSystems")
+            except PlanMismatch as e:
+                self.setProperty(MERGE_ERROR, str(e), "EvaluateSystems")
         return results
 
 
 def local_systems(configured: list[str], routed: set[str]):
-    """The plan build's own evaluation: the systems no worker builds, if any."""
+    """The plan build's own evaluation: the systems its worker builds and those no worker builds."""
     @util.renderer
     def render(props):
-        _, here = split_systems(requested_systems(props, configured), routed)
+        _, here = placement(props, configured, routed)
         return plan_command_line(props.getProperty("flake_ref"), settings=WORKER_SETTINGS, systems=here,
                                  attrs=(props.getProperty("attrs") or "").split() or None)
     return render
@@ -152,7 +186,7 @@ class JudgePlan(buildstep.BuildStep):
 
     async def run(self):
         answers = self.getProperty(SYSTEM_PLANS) or []
-        why = judge_evaluations(answers)
+        why = judge_evaluations(answers) or self.getProperty(MERGE_ERROR)
         if why:
             self._summary = one_line(why)
             return FAILURE
@@ -162,7 +196,7 @@ class JudgePlan(buildstep.BuildStep):
         await self.addCompleteLog("plan", plan_listing(plan))
         await self.addCompleteLog("evaluated on", "\n".join(
             [f"{a['system']:14} a worker of it: {a['state_string']}" for a in answers]
-            + [f"{system:14} the plan build's worker (no worker builds it)" for system in
+            + [f"{system:14} the plan build's worker" for system in
                dict.fromkeys(j.system for j in plan.jobs) if system not in {a["system"] for a in answers}]))
         return WARNINGS if summary[JobStatus.FAILED] else SUCCESS
 
@@ -172,20 +206,32 @@ class JudgePlan(buildstep.BuildStep):
 
 
 def plan_steps(loaded: LoadedSettings, secrets: Secrets) -> list[buildstep.BuildStep]:
-    """The plan build's evaluation: the systems no worker builds here, each other system on
-    a worker of it, then the merged plan judged."""
+    """The plan build's evaluation. When its worker evaluates every requested system, one
+    step, ``plan``; else ``evaluate here`` (if it evaluates any), each other system's
+    evaluation build, and the merged plan judged in ``plan``. A step with nothing to do
+    is left out (``base.QuietSkips``)."""
     configured = loaded.settings.flake.systems
     routed = {b.system for b in eval_builders(loaded)}
 
-    def local(step) -> bool:
-        return bool(split_systems(requested_systems(step, configured), routed)[1])
+    def here(step) -> bool:
+        return bool(placement(step, configured, routed)[1])
+
+    def away(step) -> bool:
+        return bool(placement(step, configured, routed)[0])
+
+    def hidden(results, step) -> bool:
+        return results == SKIPPED
+
+    def evaluate(name: str, do) -> PlanStep:
+        return PlanStep(loaded.settings.workers.command, local_systems(configured, routed), name=name,
+                        haltOnFailure=True, env=cache_env(secrets), doStepIf=do, hideStepIf=hidden,
+                        settings_text=loaded.path.read_text())
 
     return [
-        PlanStep(loaded.settings.workers.command, local_systems(configured, routed), name="evaluate here",
-                 haltOnFailure=True, env=cache_env(secrets), doStepIf=local, settings_text=loaded.path.read_text(),
-                 hideStepIf=lambda results, step: results == SKIPPED),
-        EvaluateSystems({b.system: b.name for b in eval_builders(loaded)}, configured, local),
-        JudgePlan(name="plan", haltOnFailure=True),
+        evaluate("plan", lambda step: not away(step)),
+        evaluate("evaluate here", lambda step: here(step) and away(step)),
+        EvaluateSystems({b.system: b.name for b in eval_builders(loaded)}, configured),
+        JudgePlan(name="plan", haltOnFailure=True, doStepIf=away, hideStepIf=hidden),
     ]
 
 

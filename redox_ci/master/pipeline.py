@@ -9,6 +9,7 @@ the other slices (``jobs.stage_steps``, ``boot.stage_steps``) as Trigger steps b
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ from buildbot.process import buildstep
 from buildbot.process.build import Build
 from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
 
+from ..errors import FlakeError
+from ..flake import flake_ref_for
 from ..plan import Job, JobStatus, Plan
 from ..plan_cli import plan_command_line
 from . import schedulers as redox_schedulers
@@ -25,10 +28,10 @@ from .cache import cache_env
 from .restart import restart_cleanup
 from .retries import PLAN_RETRIES, capped_build
 from .superseded import superseded_canceller
-from .workers import prefer_native, slot_names
+from .workers import busy, slot_names
 
 if TYPE_CHECKING:
-    from ..config import LoadedSettings, Settings
+    from ..config import LoadedSettings, Settings, WorkerSpec
     from ..secrets_file import Secrets
 
 PLAN_BUILDER = "redox/plan"
@@ -196,6 +199,26 @@ def report_factory() -> util.BuildFactory:
     return f
 
 
+class FlakeAtStart:
+    """A ``Build`` that sets ``flake_ref`` (``ResolveFlake``'s work) as it sets itself up,
+    so that the ResolveFlake step is left out (``QuietSkips``) unless the branch or revision
+    is refused; then that step runs and fails with the reason. One step less per commit."""
+
+    repo = ""
+
+    def setupBuild(self):
+        super().setupBuild()
+        try:
+            ref = flake_ref_for(self.repo, self.getProperty("branch") or None, self.getProperty("revision") or None)
+        except FlakeError:
+            return
+        self.setProperty("flake_ref", ref, "ResolveFlake")
+
+
+def plan_build_class(repo: str) -> type:
+    return type("PlanBuild", (FlakeAtStart, quiet_build(capped_build(PLAN_RETRIES))), {"repo": repo})
+
+
 def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage],
                  plan_steps: list[buildstep.BuildStep] | None = None) -> util.BuildFactory:
     """``plan_steps`` set the ``plan`` property (evaluation.plan_steps: each system on a
@@ -203,8 +226,9 @@ def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[Tri
     settings file within itself; a step with nothing to do leaves no trace (``quiet_build``)."""
     settings = loaded.settings
     f = util.BuildFactory()
-    f.buildClass = quiet_build(capped_build(PLAN_RETRIES))
-    f.addStep(ResolveFlake(settings.flake.repo))
+    f.buildClass = plan_build_class(settings.flake.repo)
+    f.addStep(ResolveFlake(settings.flake.repo, doStepIf=lambda step: not step.getProperty("flake_ref"),
+                           hideStepIf=lambda results, step: results == SKIPPED))
     for step in plan_steps or [PlanStep(settings.workers.command, plan_args, name="plan", haltOnFailure=True,
                                         env=cache_env(secrets), settings_text=loaded.path.read_text())]:
         f.addStep(step)
@@ -213,12 +237,33 @@ def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[Tri
     return f
 
 
+def systems_built(specs: list[WorkerSpec], configured: list[str]) -> dict[str, int]:
+    """Slot name -> how many of the ``configured`` systems its host builds, natively or by
+    emulation: the plan build evaluates those itself (``evaluation.split_systems``)."""
+    return {slot: len(set(configured) & (set(w.systems) | set(w.emulated_systems)))
+            for w in specs for slot in slot_names(w)}
+
+
+def most_systems(counts: dict[str, int]):
+    """The plan builder's ``nextWorker``: a free slot of a host that builds the most
+    configured systems (each system it does not build is one evaluation build more to
+    start and wait for); among those an idle one first, then any."""
+    def next_worker(builder, workers, buildrequest):
+        if not workers:
+            return None
+        best = max(counts.get(w.worker.workername, 0) for w in workers)
+        ours = [w for w in workers if counts.get(w.worker.workername, 0) == best]
+        return random.choice([w for w in ours if not busy(w.worker)] or ours)
+    return next_worker
+
+
 def builders(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage],
              plan_steps: list[buildstep.BuildStep] | None = None) -> list[util.BuilderConfig]:
     """The plan builder, whose stages are ``stage_steps``, and the report builder."""
     all_workers = [slot for w in loaded.workers for slot in slot_names(w)]
+    counts = systems_built(loaded.workers, loaded.settings.flake.systems)
     return [
-        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers, nextWorker=prefer_native(None),
+        util.BuilderConfig(name=PLAN_BUILDER, workernames=all_workers, nextWorker=most_systems(counts),
                            factory=plan_factory(loaded, secrets, stage_steps, plan_steps), tags=["plan"]),
         util.BuilderConfig(name=REPORT_BUILDER, workernames=all_workers, factory=report_factory(),
                            tags=["report"]),
