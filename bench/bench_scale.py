@@ -29,7 +29,8 @@ import tomllib
 import uuid
 from pathlib import Path
 
-from bench_pipeline import MAX_BUILDS, POLL_NEVER_SECONDS, SUCCESS, master_cpu_seconds
+from bench_cached_pipeline import forced
+from bench_pipeline import MAX_BUILDS, POLL_NEVER_SECONDS, SUCCESS, master_cpu_seconds, profiling_cfg
 from flakegen import (SYSTEMS, flake_ref, nix_env, positive, real_layout, real_plan_settings_toml, timing_line,
                       write_real_flake)
 
@@ -96,16 +97,6 @@ def no_change_commit(repo: Path) -> str:
     return commit_all(repo, "a change that touches no derivation")
 
 
-def forced(master: Master, rev: str) -> tuple[float, dict]:
-    session = master.login()
-    start = time.perf_counter()
-    r = master.force(session, branch="main", revision=rev, systems=list(SYSTEMS), reason="benchmark")
-    if not r.ok or "error" in r.json():
-        sys.exit(f"force refused: {r.text}")
-    build = master.forced_build(r)
-    return time.perf_counter() - start, build
-
-
 def master_memory(master: Master) -> dict[str, int]:
     """The master process's resident memory now (VmRSS) and at its peak (VmHWM), in KiB."""
     pid = (master.setup.master_dir / "twistd.pid").read_text().strip()
@@ -152,6 +143,8 @@ def main() -> None:
     parser.add_argument("--attrs", type=lambda t: positive(t, 80), default=DEFAULT_ATTRS,
                         help=f"attribute names over both systems (default {DEFAULT_ATTRS})")
     parser.add_argument("--rounds", type=positive, default=DEFAULT_ROUNDS)
+    parser.add_argument("--cprofile", type=Path, metavar="FILE",
+                        help="profile the master's reactor thread, stats to FILE (pstats)")
     args = parser.parse_args()
     lay = real_layout(args.attrs)
     toml = real_plan_settings_toml(lay)
@@ -177,6 +170,9 @@ def main() -> None:
         lookups = []
         master = make_master(tmp, repo, emulated_systems=EMULATED, worker_kind="remote", systems=list(SYSTEMS),
                              max_builds=MAX_BUILDS, poll_interval=POLL_NEVER_SECONDS, cache=wiring, extra_toml=toml)
+        if args.cprofile:
+            with open(master.setup.master_dir / "master.cfg", "a") as cfg:
+                cfg.write(profiling_cfg(args.cprofile.resolve()))
         master.start()
         try:
             memory_idle = master_memory(master)
@@ -184,7 +180,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 rev = no_change_commit(repo)
                 before = master_cpu_seconds(master)
-                seconds, build = forced(master, rev)
+                seconds, build = forced(master, rev, tuple(SYSTEMS))
                 cpu.append(master_cpu_seconds(master) - before)
                 props = master.api(f"builds/{build['buildid']}", property="plan")["builds"][0]["properties"]
                 summary = props["plan"][0]["summary"]
