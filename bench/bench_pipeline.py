@@ -20,6 +20,7 @@ of one ``redox-ci build`` on the worker side against ``nix-store --realise`` alo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -53,6 +54,8 @@ POLL_NEVER_SECONDS = 10**7
 PROFILE_JOBS = 20
 # Functions of the master's profile shown, by own time and by cumulative time.
 PROFILE_LINES = 40
+# Kinds of database operation shown, the most frequent first.
+DB_LINES = 25
 TARGET_RATIO = 2.0
 SUCCESS = 0
 
@@ -73,6 +76,21 @@ def profiling_cfg(stats: Path) -> str:
             f"_profile.dump_stats({str(stats)!r})))\n")
 
 
+def db_timing_cfg(out: Path) -> str:
+    """Lines for master.cfg: count Buildbot's database operations by function and the time its
+    database thread spends in them (the reactor's profile does not see that thread), written
+    to ``out`` as JSON when the master stops."""
+    return (f"\nimport json as _json, time as _time\nfrom collections import Counter as _Counter\n"
+            f"from buildbot.db import pool as _pool\n_db = [_Counter(), _Counter()]\n"
+            f"_thd = _pool.DBThreadPool._DBThreadPool__thd\n"
+            f"def _timed(self, with_engine, fn, *a, **k):\n    t = _time.perf_counter()\n    try:\n"
+            f"        return _thd(self, with_engine, fn, *a, **k)\n    finally:\n"
+            f"        _db[0][fn.__qualname__] += 1\n        _db[1][fn.__qualname__] += _time.perf_counter() - t\n"
+            f"_pool.DBThreadPool._DBThreadPool__thd = _timed\n"
+            f"_reactor.addSystemEventTrigger('before', 'shutdown', lambda: open({str(out)!r}, 'w')"
+            f".write(_json.dumps(_db)))\n")
+
+
 def start_master(tmp: Path, repo: Path, n: int, workers: int = 1, cprofile: Path | None = None) -> Master:
     setup = LocalSetup(state=tmp / "ci", repo=repo, www_port=free_port(), pb_port=free_port(),
                        systems=[SYSTEM], worker_kind="local", max_builds=MAX_BUILDS,
@@ -82,13 +100,24 @@ def start_master(tmp: Path, repo: Path, n: int, workers: int = 1, cprofile: Path
     if cprofile:
         with open(setup.master_dir / "master.cfg", "a") as cfg:
             cfg.write(profiling_cfg(cprofile.resolve()))
+            cfg.write(db_timing_cfg(db_timing_file(cprofile)))
     master.start()
     return master
 
 
-def print_profile(stats: Path, lines: int) -> None:
-    """The master's functions by their own time and by cumulative time."""
+def db_timing_file(cprofile: Path) -> Path:
+    return cprofile.resolve().with_suffix(".db")
+
+
+def print_profile(stats: Path, lines: int, n: int) -> None:
+    """The database thread's operations, then the master's functions by their own time and by
+    cumulative time."""
     import pstats
+    ops, seconds = json.loads(db_timing_file(stats).read_text())
+    print(f"  database thread: {sum(ops.values()) / n:.0f} operations per job, {sum(seconds.values()) / n:.3f} s "
+          f"per job (from start to stop); the most frequent, per job:")
+    for name, count in sorted(ops.items(), key=lambda kv: -kv[1])[:DB_LINES]:
+        print(f"    {count / n:5.1f}  {seconds[name] / n:.3f} s  {name}")
     for order in ("tottime", "cumulative"):
         print(f"  master profile by {order} (cProfile, from start to stop):")
         pstats.Stats(str(stats), stream=sys.stdout).sort_stats(order).print_stats(lines)
@@ -240,7 +269,7 @@ def main() -> None:
         finally:
             master.stop()
         if args.cprofile:
-            print_profile(args.cprofile, PROFILE_LINES)
+            print_profile(args.cprofile, PROFILE_LINES, args.attrs)
 
 
 def report(args, times: dict[str, list[float]]) -> None:

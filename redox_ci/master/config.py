@@ -10,7 +10,9 @@ from ..config import LoadedSettings
 from ..errors import ConfigError
 from ..secrets_file import load_secrets
 from ..settings_file import load
-from . import boot, evaluation, github_status, jobs, metrics, pipeline, repro, www
+from . import boot, evaluation, github_status, jobs, metrics, pipeline, repro, sqlite, www
+from .batched_properties import batched_build_properties
+from .build_order import prioritize_builders
 from .commits_app import commits_plugin
 from .dashboard import dashboard_plugin
 from .secrets import SecretsFileProvider
@@ -21,6 +23,7 @@ from .workers import make_workers
 def build_config(loaded: LoadedSettings) -> dict:
     settings = loaded.settings
     secrets = load_secrets(loaded)
+    sqlite.relax_commits(settings.database.url)
     c: dict = {
         "title": "redox-ci",
         "titleURL": settings.flake.repo if "://" in settings.flake.repo else None,
@@ -34,6 +37,8 @@ def build_config(loaded: LoadedSettings) -> dict:
         "change_source": [poller(settings)],
         # Each triggered job is its own request; collapsing would merge different attributes.
         "collapseRequests": False,
+        # One query per round of the build request distributor, not three per builder.
+        "prioritizeBuilders": prioritize_builders,
         # Each slice's own, one after the other: the plan's stages start the jobs and boots.
         "builders": [
             *pipeline.builders(loaded, secrets, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)],
@@ -50,7 +55,7 @@ def build_config(loaded: LoadedSettings) -> dict:
             *boot.schedulers(loaded),
             *repro.schedulers(loaded),
         ],
-        "services": [*pipeline.services(), *jobs.services(loaded),
+        "services": [batched_build_properties(), *pipeline.services(), *jobs.services(loaded),
                      *github_status.services(loaded, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
                      *metrics.services(loaded)],
         "www": www.www_config(settings, secrets.users,
