@@ -203,7 +203,7 @@ def profile_master(master: Master, run: Run, n: int) -> None:
     print(f"    job builds running at once (sampled every {POLL_SECONDS} s): mean "
           f"{statistics.mean(run.running or [0]):.2f}, max {max(run.running or [0])}")
     print(f"    master process CPU: {run.master_cpu:.1f} s = {run.master_cpu / n:.3f} s per job; "
-          f"{props:.0f} build properties per job (one database transaction each)")
+          f"{props:.0f} build properties per job")
 
 
 def profile_worker(tmp: Path, n: int, work: int) -> None:
