@@ -208,6 +208,22 @@ def set_host_tool_tests(repo: Path, tool: str, count: int) -> None:
     flake.write_text(new)
 
 
+BUILDERS_IMPORT = "import ./builders.nix { inherit system; }"
+
+
+def salt_derivations(repo: Path, salt: str) -> None:
+    """Give every package of a fixture repository its own derivation (uncommitted).
+
+    The salt goes into every ``mkPkg`` derivation (builders.nix's ``extra``), so nothing
+    another test or an earlier run built or rooted is one of them.
+    """
+    flake = repo / "flake.nix"
+    text = flake.read_text()
+    if BUILDERS_IMPORT not in text:
+        raise FixtureError(f"{flake}: no {BUILDERS_IMPORT!r} to salt")
+    flake.write_text(text.replace(BUILDERS_IMPORT, f'import ./builders.nix {{ inherit system; extra = {{ salt = "{salt}"; }}; }}'))
+
+
 @functools.cache
 def _build_bootstub(arch: str, scenario: str, source: Path, digest: str, delay_us: int = 0) -> bytes:
     missing = [t for t in ("clang", "lld-link") if not shutil.which(t)]

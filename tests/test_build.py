@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 
 import pytest
 
+from redox_ci.fixture import commit_all, salt_derivations
 from tests.support import run_cli
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def fixture_repo(fixture_repo):
+    """The fixture flake with derivations of its own: this module deletes them from the store,
+    which Nix refuses while anything (another test's or an earlier run's gcroot) keeps them."""
+    salt_derivations(fixture_repo, uuid.uuid4().hex)
+    commit_all(fixture_repo, "salted")
+    return fixture_repo
 
 
 def planned(repo, attr):
