@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from buildbot.db import enginestrategy
 
 from redox_ci.master import sqlite
-from redox_ci.master.batched_properties import changed_properties
+from buildbot.process.properties import Interpolate
+
+from redox_ci.master.batched_properties import changed_properties, plain
 from redox_ci.master.build_order import ordered
 
 pytestmark = pytest.mark.unit
@@ -42,6 +44,15 @@ def test_equal_builders_by_name_and_unknown_ones_left_out():
     same = [request(1, 0, 1), request(2, 0, 1)]
     assert ordered([y, x, new], {"x": 1, "y": 2}, same) == [x, y]
     assert ordered([x], {"x": 1}, []) == []
+
+
+def test_plain_json_properties_need_no_rendering():
+    # A plan property of hundreds of jobs is plain data: rendering it walked every value.
+    assert plain({"plan": ({"jobs": [{"attr": "a", "outputs": ["/nix/store/x"], "n": 1, "ok": True,
+                                      "reason": None, "t": 0.5}]}, "PlanStep")})
+    assert not plain({"x": (Interpolate("%(prop:y)s"), "Step")})
+    assert not plain({"x": ([1, {"deep": Interpolate("z")}], "Step")})
+    assert not plain({1: "key not a string"})
 
 
 def test_only_new_or_changed_properties_are_written():

@@ -41,6 +41,15 @@ def write_properties(db, conn, buildid: int, properties: dict) -> None:
             conn.execute(table.update().where(where), {"value": value_js, "source": source})
 
 
+def plain(value) -> bool:
+    """Whether ``value`` is JSON data alone (nothing to render)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 class BatchedBuildProperties(service.BuildbotService):
     name = NAME
 
@@ -60,7 +69,8 @@ class BatchedBuildProperties(service.BuildbotService):
         master = self.master
         stored = yield master.data.get(("builds", str(buildid), "properties"))
         real = properties.getProperties()
-        rendered = yield real.render(real.asDict())
+        values = real.asDict()
+        rendered = values if plain(values) else (yield real.render(values))
         changed = changed_properties(stored, rendered)
         if changed:
             yield master.db.pool.do_with_transaction(
