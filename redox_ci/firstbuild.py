@@ -26,8 +26,21 @@ POLL_SECONDS = 5.0
 HTTP_TIMEOUT = 30
 
 
+# The word Buildbot puts before a finished build's summary (and the report builder's
+# "skipped:"): the report names the result itself, so it is not said twice.
+STATE_WORDS = ("failed ", "warnings ", "skipped: ", "exception ", "cancelled ", "retry ")
+
+
 def result_name(code: int | None) -> str:
     return RESULT_NAMES.get(code, "unfinished") if code is not None else "unfinished"
+
+
+def summary_of(state_string: str) -> str:
+    """A build's ``state_string`` without Buildbot's leading result word."""
+    for word in STATE_WORDS:
+        if state_string.startswith(word):
+            return state_string[len(word):]
+    return state_string
 
 
 def tests_of(props: dict) -> dict | None:
@@ -46,7 +59,7 @@ def report_lines(plan_build: dict, jobs: dict[str, dict]) -> list[str]:
         b = jobs[name]
         tests = tests_of(b.get("properties", {}))
         if b.get("results") != SUCCESS or tests:
-            lines.append(f"  {name}: {result_name(b.get('results'))}: {b.get('state_string', '')}")
+            lines.append(f"  {name}: {result_name(b.get('results'))}: {summary_of(b.get('state_string', ''))}")
         if tests:
             lines.append(f"    {tests['prefix']}: {tests['passed']} passed, {tests['failed']} failed, "
                          f"{tests['skipped']} skipped" + ("" if tests["complete"] else ", not complete"))

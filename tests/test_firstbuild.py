@@ -21,12 +21,14 @@ def build(results: int, state: str, **props) -> dict:
 
 def test_the_report_lists_what_failed_and_each_test():
     jobs = {"x86_64-linux.cookbook": build(0, "cookbook: built, 9 passed"),
-            "x86_64-linux.installer": build(2, "installer: tests failed (swallowed)"),
+            "x86_64-linux.installer": build(2, "failed installer: tests failed (swallowed)"),
+            "aarch64-linux.boot-qemu": build(3, "skipped: boot-qemu: no worker runs aarch64-linux VMs"),
             "x86_64-linux.boot-qemu-redox-functional-test": build(
                 2, "fail (tcg): 1 of 3 tests failed", boot_result={"verdict": "fail", "tests": TESTS}),
             "x86_64-linux.boot-qemu": build(0, "pass (tcg)", boot_result={"verdict": "pass", "tests": None})}
     assert report_lines({"results": 2}, jobs) == [
-        "first build finished: failure: 4 jobs, 2 failure, 2 success",
+        "first build finished: failure: 5 jobs, 2 failure, 1 skipped, 2 success",
+        "  aarch64-linux.boot-qemu: skipped: boot-qemu: no worker runs aarch64-linux VMs",
         "  x86_64-linux.boot-qemu-redox-functional-test: failure: fail (tcg): 1 of 3 tests failed",
         "    FUNC_TEST: 1 passed, 1 failed, 1 skipped",
         "    passed   shell-echo",
