@@ -61,12 +61,19 @@ def test_only_new_or_changed_properties_are_written():
     assert changed_properties(stored, rendered) == {"buildnumber": (1, "Builder"), "build_result": ({}, "BuildJob")}
 
 
-@pytest.fixture
-def no_listener():
-    yield
+def remove_listener():
     if sa.event.contains(sa.pool.Pool, "connect", sqlite._on_connect):
         sa.event.remove(sa.pool.Pool, "connect", sqlite._on_connect)
     sqlite.release()
+
+
+@pytest.fixture
+def no_listener():
+    """Before and after: a test that builds a master's configuration in this process
+    (``build_config`` with an SQLite database) leaves the listener on every pool."""
+    remove_listener()
+    yield
+    remove_listener()
 
 
 def synchronous(tmp_path) -> int:
