@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.support import requires, wait_for
+from tests.support import alive, requires, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = ROOT / "fixtures" / "boot" / "transcripts"
@@ -46,19 +46,6 @@ def make_image(path: Path, size: int = 1 << 20) -> Path:
         f.truncate(size)
     path.chmod(0o444)
     return path
-
-
-def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (dead, not yet reaped by init) counts as gone."""
-    return _state(pid) not in (None, "Z", "X")
 
 
 def group_members(pgid: int) -> list[int]:

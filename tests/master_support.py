@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support import requires, wait_for
+from tests.support import alive, requires, wait_for
 
 from redox_ci.fixture import commit_all, make_fixture_repo
 from redox_ci.cache.localserver import LocalS3Server
@@ -131,7 +131,7 @@ class Master:
         """SIGKILL the master process: a crash, nothing shut down cleanly."""
         pid = int((self.setup.master_dir / "twistd.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        wait_for("the killed master to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
+        wait_for("the killed master to be gone", lambda: not alive(pid), STARTUP_WAIT_SECONDS)
 
     def stop(self) -> None:
         """The master first, then its workers; a master still there after ``buildbot stop``
@@ -144,7 +144,7 @@ class Master:
         pid_file = self.setup.master_dir / "twistd.pid"
         pid = int(pid_file.read_text()) if pid_file.exists() else None
         subprocess.run(["buildbot", "stop", str(self.setup.master_dir)], capture_output=True)
-        if pid is not None and Path(f"/proc/{pid}").exists():
+        if pid is not None and alive(pid):
             kill_tree(pid)
         for wdir in self._worker_dirs:
             subprocess.run(["buildbot-worker", "stop", str(wdir)], capture_output=True)
@@ -257,7 +257,7 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    wait_for(f"process {pid} to be gone", lambda: not Path(f"/proc/{pid}").exists(), STARTUP_WAIT_SECONDS)
+    wait_for(f"process {pid} to be gone", lambda: not alive(pid), STARTUP_WAIT_SECONDS)
 
 
 def slow_package(seconds: int, *names: str):

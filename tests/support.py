@@ -40,6 +40,19 @@ def run_json(*args: str, **kwargs) -> tuple[int, dict]:
         raise AssertionError(f"no JSON on stdout (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}") from None
 
 
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie (dead, not yet reaped by init) counts as gone."""
+    return _state(pid) not in (None, "Z", "X")
+
+
 def wait_for(what: str, check, timeout: float, step: float = 0.5):
     """Wait for a condition a test needs before acting (not a measurement); return its value."""
     deadline = time.monotonic() + timeout
