@@ -24,6 +24,8 @@ def build_config(loaded: LoadedSettings) -> dict:
     settings = loaded.settings
     secrets = load_secrets(loaded)
     sqlite.relax_commits(settings.database.url)
+    # The plan build's steps that start the stages' jobs and the boots.
+    stage_steps = [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]
     c: dict = {
         "title": "redox-ci",
         "titleURL": settings.flake.repo if "://" in settings.flake.repo else None,
@@ -41,8 +43,7 @@ def build_config(loaded: LoadedSettings) -> dict:
         "prioritizeBuilders": prioritize_builders,
         # Each slice's own, one after the other: the plan's stages start the jobs and boots.
         "builders": [
-            *pipeline.builders(loaded, secrets, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)],
-                               evaluation.plan_steps(loaded, secrets)),
+            *pipeline.builders(loaded, secrets, stage_steps, evaluation.plan_steps(loaded, secrets)),
             *evaluation.builders(loaded, secrets),
             *jobs.builders(loaded, secrets),
             *boot.builders(loaded),
@@ -56,7 +57,7 @@ def build_config(loaded: LoadedSettings) -> dict:
             *repro.schedulers(loaded),
         ],
         "services": [batched_build_properties(), *pipeline.services(), *jobs.services(loaded),
-                     *github_status.services(loaded, [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]),
+                     *github_status.services(loaded, stage_steps),
                      *metrics.services(loaded)],
         "www": www.www_config(settings, secrets.users,
                               dashboard_plugin(settings.cache, settings.www.url, secrets.cache_credentials())),
