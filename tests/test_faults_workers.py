@@ -113,8 +113,10 @@ def building(master, build: dict) -> bool:
     return any(s["name"] == "build" and s["started_at"] and not s["complete"] for s in master.steps(build["buildid"]))
 
 
-def running_build(master, plan: dict, name: str) -> dict | None:
-    live = [b for b in builds_of(master, plan, name) if not b["complete"]]
+def running_build(master, plan: dict, name: str, killed: frozenset[int] = frozenset()) -> dict | None:
+    """The job's build that is building now; not one in ``killed``, which the master may still
+    show as running for a moment after its worker died."""
+    live = [b for b in builds_of(master, plan, name) if not b["complete"] and b["buildid"] not in killed]
     return live[-1] if live and building(master, live[-1]) else None
 
 
@@ -128,11 +130,13 @@ def test_worker_lost_three_times_fails_the_job_and_the_commit_completes(master):
     brid = master.forced_request(master.force(attrs="fstools cookbook", systems=["x86_64-linux"],
                                               reason="a job that kills its worker"))
     plan = master.first_build(brid)
+    killed: set[int] = set()
     for attempt in range(1, RETRIES + 2):
         build = wait_for(f"{KILLED_JOB} building (attempt {attempt})",
-                         lambda: running_build(master, plan, KILLED_JOB), BUILD_WAIT_SECONDS)
+                         lambda: running_build(master, plan, KILLED_JOB, frozenset(killed)), BUILD_WAIT_SECONDS)
         worker = master.api(f"workers/{build['workerid']}")["workers"][0]["name"]
         master.kill_worker(worker)
+        killed.add(build["buildid"])
         master.start_worker(worker)
     last = wait_for(f"{KILLED_JOB} to end", lambda: job_done(master, plan, KILLED_JOB), BUILD_WAIT_SECONDS)
     builds = builds_of(master, plan, KILLED_JOB)
