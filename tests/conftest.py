@@ -9,9 +9,13 @@ import pytest
 
 from redox_ci.fixture import make_fixture_repo
 from redox_ci.nix import FLAKE_FEATURES
-from tests.support import requires
+from tests.support import adopt_orphans, requires
 
 NIX_CONFIG = f"{FLAKE_FEATURES}\nsubstituters =\n"
+
+
+def pytest_configure(config):
+    adopt_orphans()
 
 
 @pytest.fixture(autouse=True, scope="session")

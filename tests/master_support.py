@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from redox_ci.workerproc import WorkerProcesses, create_workers, start_argv
 # Guards against a hung master or build: a test that waits longer fails with what it
 # saw. Generous on purpose; these are not speed checks.
 STARTUP_WAIT_SECONDS = 120
+# What `buildbot stop` gives a daemon to shut down cleanly before it gives up.
+STOP_GRACE_SECONDS = 10
 BUILD_WAIT_SECONDS = 900
 POLL_SECONDS = 0.5
 
@@ -134,20 +137,18 @@ class Master:
         wait_for("the killed master to be gone", lambda: not alive(pid), STARTUP_WAIT_SECONDS)
 
     def stop(self) -> None:
-        """The master first, then its workers; a master still there after ``buildbot stop``
-        (which waits 10 s) is killed.
+        """The master first, then its workers: SIGTERM, as ``buildbot stop`` sends, and each
+        is killed if it is still there after STOP_GRACE_SECONDS.
 
         In that order its builds are stopped while their workers are connected: a worker
         that goes away just as a build starts on it can leave Buildbot 4.3's clean shutdown
         waiting for that build for ever (seen: 'conn' is None in Build.startBuild).
+        Not ``buildbot stop``: it waits for kill(pid, 0) to fail, which it never does while
+        the stopped daemon is this process's unreaped child (tests.support.adopt_orphans).
         """
-        pid_file = self.setup.master_dir / "twistd.pid"
-        pid = int(pid_file.read_text()) if pid_file.exists() else None
-        subprocess.run(["buildbot", "stop", str(self.setup.master_dir)], capture_output=True)
-        if pid is not None and alive(pid):
-            kill_tree(pid)
+        stop_daemon(self.setup.master_dir / "twistd.pid")
         for wdir in self._worker_dirs:
-            subprocess.run(["buildbot-worker", "stop", str(wdir)], capture_output=True)
+            stop_daemon(wdir / "twistd.pid")
 
     # --- acting as a user -----------------------------------------------------
     def login(self, user: str = "admin", password: str | None = None) -> requests.Session:
@@ -247,6 +248,23 @@ def descendants(pid: int) -> list[int]:
         out += children
         todo += children
     return out
+
+
+def stop_daemon(pid_file: Path) -> None:
+    """SIGTERM the twistd daemon ``pid_file`` names, wait for it to be gone (reaped), and
+    SIGKILL it and what it ran if it is not gone after STOP_GRACE_SECONDS."""
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(pid):
+        kill_tree(pid)
 
 
 def kill_tree(pid: int) -> None:

@@ -6,6 +6,7 @@ the path). Fixtures stay in ``conftest.py`` and the ``*_support.py`` module of t
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -48,9 +49,37 @@ def _state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
+# prctl(2): orphaned descendants are re-parented to the nearest ancestor that set this.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Make this process the parent of the daemons its children start (``buildbot start``,
+    ``buildbot-worker start`` fork and leave them), so that ``alive`` can reap them.
+
+    Otherwise they go to PID 1, and a PID 1 that does not reap (a container's, a CI
+    runner's) keeps a killed master as a zombie: its twistd.pid then names a process that
+    kill(pid, 0) still finds, and twistd refuses to start the master again.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
 def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie (dead, not yet reaped by init) counts as gone."""
-    return _state(pid) not in (None, "Z", "X")
+    """Running or sleeping; a zombie (dead, not yet reaped) counts as gone, and is reaped
+    when it is this process's child (a daemon it adopted).
+
+    Only for daemons and the processes kill_tree kills: reaping a ``subprocess.Popen`` child
+    here would take its exit status from Popen."""
+    state = _state(pid)
+    if state in ("Z", "X"):
+        try:  # not WNOHANG: a killed process's threads may still be exiting behind its "Z"
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return False
+    return state is not None
 
 
 def wait_for(what: str, check, timeout: float, step: float = 0.5):
