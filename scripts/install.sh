@@ -40,3 +40,7 @@ $SUDO bash scripts/nix-setup.sh
 python=${PYTHON:-/usr/bin/python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[local,test]'
+# Bytecode for redox_ci now, as a wheel install has it: an editable install has none, the
+# unprivileged worker user cannot write it here, and every job's `redox-ci build` would
+# compile its modules again (15 ms of its 80, measured).
+.venv/bin/python -m compileall -q redox_ci >/dev/null
