@@ -21,7 +21,7 @@ data, so every rule here is tested without Nix:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -63,6 +63,9 @@ class Job:
     aliases: list[str] = field(default_factory=list)
     # The settings want its tests, and they cannot be turned on (no overrideAttrs).
     checks_unavailable: bool = False
+    # The names of the other jobs to build whose derivation this one needs (the nearest in
+    # its closure): the stage starts it after them, and not at all when one fails.
+    after: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -253,6 +256,39 @@ def _package_job(system: str, group: list[_Entry], settings: PlanSettings, expec
     return Job(first.name, system, stage_of(first.name, settings.stages), info["drv"], checks, JobStatus.BUILD, reason, outputs,
                checks_forced=bool(info.get("forced")), output=first.output, aliases=aliases,
                checks_unavailable=unavailable)
+
+
+def with_dependencies(jobs: list[Job], references: Mapping[str, Sequence[str]]) -> list[Job]:
+    """``jobs`` with ``after`` set on each job to build: the jobs to build whose derivation
+    is the nearest in its closure, as ``references`` (a store path's references, for every
+    path of the closure of the jobs' derivations) shows it.
+
+    Nearest only: the later ones are after those already. Two jobs building at once when
+    one needs the other would both build it, the second waiting on Nix's lock (5 s a
+    poll), and a failure would be blamed on both.
+    """
+    planned = {j.drv: j.name for j in jobs if j.status == JobStatus.BUILD and j.drv}
+    nearest: dict[str, frozenset[str]] = {}
+
+    def below(path: str) -> frozenset[str]:
+        # Iterative post-order: a closure is deeper than Python's recursion limit.
+        stack = [(path, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in nearest:
+                continue
+            inputs = [r for r in references.get(node, ()) if r.endswith(".drv") and r != node]
+            if not expanded:
+                stack.append((node, True))
+                stack += [(r, False) for r in inputs if r not in nearest and r not in planned]
+                continue
+            found: set[str] = set()
+            for r in inputs:
+                found |= {r} if r in planned else nearest.get(r, frozenset())
+            nearest[node] = frozenset(found)
+        return nearest[path]
+
+    return [replace(j, after=sorted(planned[d] for d in below(j.drv))) if j.drv in planned else j for j in jobs]
 
 
 def _mark_cached(jobs: list[Job], cached: Callable[[list[str]], set[str]]) -> list[Job]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -131,7 +132,27 @@ def run_plan(args) -> Outcome:
     cached = None if args.no_cache else _cache_lookup(loaded)
     plan = replace(build_plan(args.flake, evaluation, plan_settings, systems, only or None, cached),
                    revision=_revision(args.flake))
+    plan = _in_dependency_order(plan)
     return Outcome(plan.to_json(), lambda _: human_plan(plan))
+
+
+def _in_dependency_order(plan: Plan) -> Plan:
+    """The plan with each job to build after the jobs it needs (plan.with_dependencies),
+    from one ``nix path-info --recursive`` over the derivations this host evaluated. Without
+    it (a store query that fails) the jobs are unordered, as the log says."""
+    from . import nix
+    from .errors import NixError
+    from .plan import JobStatus, with_dependencies
+    drvs = [j.drv for j in plan.jobs if j.status == JobStatus.BUILD and j.drv]
+    if len(drvs) < 2:
+        return plan
+    try:
+        infos = nix.path_info(drvs, recursive=True)
+    except NixError as e:
+        print(f"redox-ci plan: the jobs are not in dependency order: {e}", file=sys.stderr)
+        return plan
+    references = {path: info.references for path, info in infos.items() if info is not None}
+    return replace(plan, jobs=with_dependencies(plan.jobs, references))
 
 
 def _revision(ref: str) -> str:

@@ -50,7 +50,7 @@ def test_a_stage_starts_its_jobs_and_reports_the_rest():
     props = {"plan": plan.to_json(), "flake_ref": "git+file:///r?rev=" + "a" * 40}
     step = stage_step("host-tools", {"x86_64-linux": "x86_64-linux/host-tools"}, "redox/report", **props)
     assert [j.name for j in step.cached_jobs()] == ["x86_64-linux.cookbook"]
-    started = {t["props_to_set"]["virtual_builder_name"]: t for t in step.getSchedulersAndProperties()}
+    started = {t["props_to_set"]["virtual_builder_name"]: t for t in step.scheduler_calls(step.stage_jobs())}
     assert set(started) == {"x86_64-linux.redoxfs", "aarch64-linux.cookbook", "aarch64-linux.redoxfs"}
     redoxfs = started["x86_64-linux.redoxfs"]
     assert redoxfs["sched_name"] == "x86_64-linux/host-tools"
@@ -61,7 +61,7 @@ def test_a_stage_starts_its_jobs_and_reports_the_rest():
     assert started["aarch64-linux.cookbook"]["sched_name"] == "redox/report"
     # A system no worker builds: the job is reported skipped with the reason.
     step = stage_step("host-tools", {}, "redox/report", **props)
-    started = {t["props_to_set"]["virtual_builder_name"]: t["props_to_set"] for t in step.getSchedulersAndProperties()}
+    started = {t["props_to_set"]["virtual_builder_name"]: t["props_to_set"] for t in step.scheduler_calls(step.stage_jobs())}
     assert started["x86_64-linux.redoxfs"]["job"]["status"] == "skipped"
     assert started["x86_64-linux.redoxfs"]["job"]["reason"].startswith("no worker builds x86_64-linux, natively or by")
 
@@ -117,3 +117,75 @@ def test_a_step_is_logged_by_its_name_not_its_arguments():
 
     step = PlanStep(["redox-ci"], ["plan"], name="plan", settings_text="x" * 10_000)
     assert str(step) == repr(step) == "PlanStep('plan')"
+
+
+def _stage_job(attr: str, after: list[str] = (), status: JobStatus = JobStatus.BUILD):
+    from redox_ci.master.pipeline import StageJob
+    return StageJob.of(Job(attr, "x86_64-linux", "cross-system", f"/nix/store/{attr}.drv", False, status,
+                           after=[f"x86_64-linux.{a}" for a in after]))
+
+
+def test_a_stage_starts_its_jobs_in_waves_of_dependency_order():
+    from redox_ci.master.pipeline import job_waves
+    jobs = [_stage_job("sysroot", ["base", "relibc"]), _stage_job("relibc"), _stage_job("base", ["relibc"]),
+            _stage_job("bootstrap", ["relibc"]), _stage_job("fstools", ["elsewhere"])]
+    assert [[s.job.attr for s in w] for w in job_waves(jobs)] == [
+        ["relibc", "fstools"], ["base", "bootstrap"], ["sysroot"]]
+    assert job_waves([]) == []
+
+
+def test_a_job_whose_dependency_did_not_succeed_is_reported_not_built():
+    from redox_ci.master.pipeline import needing_unsuccessful
+    base = _stage_job("base", ["relibc", "kernel"])
+    skipped = needing_unsuccessful(base, {"x86_64-linux.relibc"}).job
+    assert (skipped.status, skipped.reason) == (
+        JobStatus.SKIPPED, "not built: it needs x86_64-linux.relibc, which did not succeed")
+    assert needing_unsuccessful(base, {"x86_64-linux.fstools"}) == base
+    failed_eval = _stage_job("base", ["relibc"], JobStatus.FAILED)
+    assert needing_unsuccessful(failed_eval, {"x86_64-linux.relibc"}) == failed_eval
+
+
+class _BuildOfBuildbot:
+    """What BuilderInfoOnce uses of Buildbot's Build: its properties, and a getBuilderId
+    that counts the times it found the builder and wrote its info."""
+
+    VIRTUAL_BUILDERNAME_PROP = "virtual_builder_name"
+    VIRTUAL_BUILDERDESCRIPTION_PROP = "virtual_builder_description"
+    VIRTUAL_BUILDER_PROJECT_PROP = "virtual_builder_project"
+    VIRTUAL_BUILDERTAGS_PROP = "virtual_builder_tags"
+    written: list[str] = []
+
+    def __init__(self, master, **props):
+        from types import SimpleNamespace
+        self.master, self.props, self._builderid = master, props, None
+        self.builder = SimpleNamespace(config=SimpleNamespace(description=None, project=None, tags=["stage"]))
+
+    def hasProperty(self, name):
+        return name in self.props
+
+    def getProperty(self, name, default=None):
+        return self.props.get(name, default)
+
+    def getBuilderId(self):
+        from twisted.internet import defer
+        self.written.append(self.props.get(self.VIRTUAL_BUILDERNAME_PROP, "the builder's own"))
+        self._builderid = len(self.written)
+        return defer.succeed(self._builderid)
+
+
+def test_a_job_builder_is_found_and_its_info_written_once_per_master_and_info():
+    from redox_ci.master.base import BuilderInfoOnce
+    build = type("Build", (BuilderInfoOnce, _BuildOfBuildbot), {})
+    master, other_master = object.__new__(type("M", (), {})), object.__new__(type("M", (), {}))
+    _BuildOfBuildbot.written = []
+
+    def builder_id(m, **props):
+        return build(m, **props).getBuilderId().result
+
+    base = {"virtual_builder_name": "x86_64-linux.base", "virtual_builder_tags": ["x86_64-linux", "cross-system"]}
+    first = builder_id(master, **base)
+    assert builder_id(master, **base) == first and _BuildOfBuildbot.written == ["x86_64-linux.base"]
+    moved = {**base, "virtual_builder_tags": ["x86_64-linux", "infrastructure"]}  # another stage: written again
+    assert builder_id(master, **moved) != first
+    assert builder_id(other_master, **moved) and builder_id(master) and builder_id(master)
+    assert _BuildOfBuildbot.written == ["x86_64-linux.base"] * 3 + ["the builder's own"] * 2

@@ -210,3 +210,38 @@ def test_flake_refs():
     assert flake.flake_ref_for("https://github.com/brittonr/redoxos-nix", "main") == \
         "git+https://github.com/brittonr/redoxos-nix?ref=main"
     assert flake.flake_ref_for("github:brittonr/redoxos-nix", "main", rev) == f"github:brittonr/redoxos-nix?rev={rev}"
+
+
+def _build_job(attr: str, stage: str = "cross-system", status=None) -> "Job":
+    from redox_ci.plan import Job, JobStatus
+    return Job(attr, "x86_64-linux", stage, f"/nix/store/{attr:x<32}-{attr}.drv", False, status or JobStatus.BUILD)
+
+
+def test_jobs_to_build_are_after_the_nearest_jobs_their_closure_holds():
+    from redox_ci.plan import JobStatus, with_dependencies
+    relibc, base, sysroot, fstools = (_build_job(a) for a in ("relibc", "base", "sysroot", "fstools"))
+    cached = _build_job("cookbook", status=JobStatus.CACHED)
+    stdenv, src = "/nix/store/" + "s" * 32 + "-stdenv.drv", "/nix/store/" + "r" * 32 + "-src"
+    references = {
+        relibc.drv: [stdenv, src, relibc.drv],  # a path may name itself
+        base.drv: [relibc.drv, stdenv, cached.drv],
+        # sysroot needs relibc through base and directly: base is the nearest, relibc also named
+        sysroot.drv: [base.drv, relibc.drv, stdenv],
+        # a job reached only through a derivation that is no job
+        fstools.drv: ["/nix/store/" + "m" * 32 + "-middle.drv"],
+        "/nix/store/" + "m" * 32 + "-middle.drv": [sysroot.drv, src],
+        stdenv: [], cached.drv: [stdenv],
+    }
+    jobs = with_dependencies([relibc, base, sysroot, fstools, cached], references)
+    assert {j.attr: j.after for j in jobs} == {
+        "relibc": [], "base": ["x86_64-linux.relibc"],
+        "sysroot": ["x86_64-linux.base", "x86_64-linux.relibc"],
+        "fstools": ["x86_64-linux.sysroot"], "cookbook": []}
+
+
+def test_dependencies_survive_a_closure_deeper_than_the_recursion_limit():
+    from redox_ci.plan import with_dependencies
+    top, bottom = _build_job("top"), _build_job("bottom")
+    chain = [f"/nix/store/{i:032d}-link.drv" for i in range(5000)]
+    references = {top.drv: [chain[0]], **{a: [b] for a, b in zip(chain, chain[1:])}, chain[-1]: [bottom.drv]}
+    assert with_dependencies([top, bottom], references)[0].after == ["x86_64-linux.bottom"]

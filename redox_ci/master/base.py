@@ -10,12 +10,14 @@ change, and the settings file for the worker.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from weakref import WeakKeyDictionary
 
 from buildbot.plugins import steps
 from buildbot.process import buildstep
 from buildbot.steps.worker import CompositeStepMixin
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
+from twisted.internet import defer
 
 from ..errors import FlakeError
 from ..flake import flake_ref_for
@@ -70,9 +72,41 @@ class QuietSkips:
                 return step
 
 
-def quiet_build(build_class: type) -> type:
-    """``build_class`` with ``QuietSkips``."""
-    return type(f"Quiet{build_class.__name__}", (QuietSkips, build_class), {})
+class BuilderInfoOnce:
+    """A ``Build`` of a virtual builder (``virtual_builder_name``, one per job) that looks
+    its builder up and writes the builder's description and tags once per master process,
+    not at every build.
+
+    Buildbot's ``Build.getBuilderId`` finds the builder's row and rewrites its description
+    and tags (a transaction, a lookup per tag, an event) at every build; a job's builder
+    is the same at every commit, and a commit has hundreds of jobs. A builder whose info
+    the properties change (another description or tags) is written again.
+    """
+
+    _known: ClassVar[WeakKeyDictionary] = WeakKeyDictionary()
+
+    @defer.inlineCallbacks
+    def getBuilderId(self):
+        if self._builderid is not None or not self.hasProperty(self.VIRTUAL_BUILDERNAME_PROP):
+            return (yield super().getBuilderId())
+        name = self.getProperty(self.VIRTUAL_BUILDERNAME_PROP)
+        info = repr([self.getProperty(p, getattr(self.builder.config, attr))
+                     for p, attr in ((self.VIRTUAL_BUILDERDESCRIPTION_PROP, "description"),
+                                     (self.VIRTUAL_BUILDER_PROJECT_PROP, "project"),
+                                     (self.VIRTUAL_BUILDERTAGS_PROP, "tags"))])
+        known = self._known.setdefault(self.master, {})
+        if name in known and known[name][1] == info:
+            self._builderid = known[name][0]
+            return self._builderid
+        builderid = yield super().getBuilderId()
+        known[name] = (builderid, info)
+        return builderid
+
+
+def lean_build(build_class: type) -> type:
+    """``build_class`` with ``QuietSkips`` and ``BuilderInfoOnce``: a build that costs the
+    database what it shows and little more."""
+    return type(f"Lean{build_class.__name__}", (QuietSkips, BuilderInfoOnce, build_class), {})
 
 
 def one_line(text: str) -> str:
@@ -163,6 +197,9 @@ class RedoxCiStep(ShortRepr, buildstep.ShellMixin, CompositeStepMixin, buildstep
         self.redox_ci = list(redox_ci)
         # The settings file for the verb, sent within this step (no step of its own).
         self.settings_text = settings_text
+        # Not the worker's environment in every log: it is long, and may hold what is not
+        # a Buildbot secret (redaction knows only those).
+        kwargs.setdefault("logEnviron", False)
         kwargs = self.setupShellMixin(kwargs)
         super().__init__(**kwargs)
         self._summary = ""

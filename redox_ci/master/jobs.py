@@ -17,7 +17,7 @@ from ..plan import OTHER_STAGE
 from ..plan_cli import build_command_line
 from . import cache
 from . import schedulers as redox_schedulers
-from .base import RedoxCiStep, job_of, one_line, quiet_build
+from .base import RedoxCiStep, job_of, lean_build, one_line
 from .known import CheckKnownFailure, RememberOutcome, known_failures
 from .pipeline import TriggerStage
 from .retries import capped_build
@@ -115,7 +115,7 @@ class BuildJob(RedoxCiStep):
 
 def job_factory(loaded: LoadedSettings, secrets: Secrets) -> util.BuildFactory:
     f = util.BuildFactory()
-    f.buildClass = quiet_build(capped_build(loaded.settings.jobs.retries))
+    f.buildClass = lean_build(capped_build(loaded.settings.jobs.retries))
     f.addStep(CheckKnownFailure())
     f.addStep(BuildJob(loaded.settings))
     for step in cache.job_steps(loaded, secrets):

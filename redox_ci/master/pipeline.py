@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 from buildbot.plugins import steps, util
 from buildbot.process import buildstep
 from buildbot.process.build import Build
-from buildbot.process.results import ALL_RESULTS, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+from buildbot.process.results import (ALL_RESULTS, CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUCCESS, WARNINGS,
+                                      statusToString, worst_status)
 
 from ..errors import FlakeError
 from ..flake import flake_ref_for
 from ..plan import Job, JobStatus, Plan
 from ..plan_cli import plan_command_line
 from . import schedulers as redox_schedulers
-from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, ShortRepr, job_of, job_properties, one_line, quiet_build
+from .base import WORKER_SETTINGS, RedoxCiStep, ResolveFlake, ShortRepr, job_of, job_properties, lean_build, one_line
 from .cache import cache_env
 from .restart import restart_cleanup
 from .retries import PLAN_RETRIES, capped_build
@@ -94,13 +95,40 @@ class StageJob:
                                     "(a worker's systems or emulated_systems)")
 
 
+def job_waves(jobs: list[StageJob]) -> list[list[StageJob]]:
+    """Pure: ``jobs`` in the waves they start in; a job's wave comes after the waves of the
+    jobs among ``jobs`` it needs (``Job.after``). Order within a wave is kept."""
+    names = {s.job.name for s in jobs}
+    level = {s.job.name: 0 for s in jobs}
+    for _ in jobs:  # a longest path has at most len(jobs) jobs; derivations have no cycles
+        changed = False
+        for s in jobs:
+            deps = [level[d] + 1 for d in s.job.after if d in names]
+            if deps and max(deps) > level[s.job.name]:
+                level[s.job.name], changed = max(deps), True
+        if not changed:
+            break
+    return [w for w in ([s for s in jobs if level[s.job.name] == n] for n in range(max(level.values(), default=-1) + 1)) if w]
+
+
+def needing_unsuccessful(stage_job: StageJob, unsuccessful: set[str]) -> StageJob:
+    """Pure: ``stage_job`` reported as skipped when a job it needs did not succeed (Nix
+    would build that one again, and fail the same way)."""
+    job = stage_job.job
+    missing = [d for d in job.after if d in unsuccessful]
+    if job.status != JobStatus.BUILD or not missing:
+        return stage_job
+    reason = f"not built: it needs {', '.join(missing)}, which did not succeed"
+    return replace(stage_job, job=replace(job, status=JobStatus.SKIPPED, reason=reason))
+
+
 class TriggerStage(ShortRepr, steps.Trigger):
     """Start one build per job of a stage, on the builder of its system and stage.
 
     Jobs that will not be built (skipped, failed to evaluate, or for a system no
     worker builds) go to the report builder, so every job has a visible result with
     its reason. Cached jobs cost no build at all: the step counts them and lists them
-    in its "cached" log; a stage with nothing else has no step at all (``quiet_build``),
+    in its "cached" log; a stage with nothing else has no step at all (``lean_build``),
     so a commit whose outputs are all cached costs little more than its evaluation.
     """
 
@@ -110,6 +138,9 @@ class TriggerStage(ShortRepr, steps.Trigger):
         # A job's route (StageJob.route) -> scheduler name.
         self.job_schedulers = job_schedulers
         self.report_scheduler = report_scheduler
+        # The jobs run() starts now, and what each came to (worstStatus).
+        self._wave: list[StageJob] = []
+        self._wave_results: list[int] = []
         names = sorted(set(job_schedulers.values()) | {report_scheduler})
         super().__init__(name=f"stage {stage}", schedulerNames=names, waitForFinish=True,
                          haltOnFailure=False, flunkOnFailure=True,
@@ -127,15 +158,34 @@ class TriggerStage(ShortRepr, steps.Trigger):
         return [s.job for s in self.stage_jobs() if s.job.status == JobStatus.CACHED]
 
     async def run(self):
+        """Wave after wave (job_waves): each job after the jobs of the stage it needs; a
+        job whose dependency did not succeed is reported, not built."""
         cached = self.cached_jobs()
         if cached:
             await self.addCompleteLog("cached", "\n".join(j.name for j in cached))
-        return await super().run()
+        results, unsuccessful = SUCCESS, set()
+        for wave in job_waves([s for s in self.stage_jobs() if s.job.status != JobStatus.CACHED]):
+            self._wave = [needing_unsuccessful(s, unsuccessful) for s in wave]
+            self._wave_results = []
+            results = worst_status(results, await super().run())
+            if self.ended:
+                return CANCELLED
+            unsuccessful |= {s.job.name for s, r in zip(self._wave, self._wave_results) if r not in (SUCCESS, WARNINGS)}
+        return results
+
+    def worstStatus(self, overall_results, rclist, unimportant_brids):
+        # One result per scheduler call, in the order of getSchedulersAndProperties: one a job.
+        self._wave_results = [r[0] if ok and isinstance(r, tuple) else EXCEPTION for ok, r in rclist]
+        return super().worstStatus(overall_results, rclist, unimportant_brids)
 
     def getSchedulersAndProperties(self):
+        return self.scheduler_calls(self._wave)
+
+    def scheduler_calls(self, stage_jobs: list[StageJob]) -> list[dict]:
+        """One scheduler call a job of ``stage_jobs``; a cached job needs none."""
         flake = self.getProperty("flake_ref") or ""
         out = []
-        for s in self.stage_jobs():
+        for s in stage_jobs:
             job = s.job
             if job.status == JobStatus.CACHED:
                 continue
@@ -194,7 +244,7 @@ class ReportBuild(Build):
 
 def report_factory() -> util.BuildFactory:
     f = util.BuildFactory()
-    f.buildClass = ReportBuild
+    f.buildClass = lean_build(ReportBuild)
     f.addStep(ReportJob())
     return f
 
@@ -216,14 +266,14 @@ class FlakeAtStart:
 
 
 def plan_build_class(repo: str) -> type:
-    return type("PlanBuild", (FlakeAtStart, quiet_build(capped_build(PLAN_RETRIES))), {"repo": repo})
+    return type("PlanBuild", (FlakeAtStart, lean_build(capped_build(PLAN_RETRIES))), {"repo": repo})
 
 
 def plan_factory(loaded: LoadedSettings, secrets: Secrets, stage_steps: list[TriggerStage],
                  plan_steps: list[buildstep.BuildStep] | None = None) -> util.BuildFactory:
     """``plan_steps`` set the ``plan`` property (evaluation.plan_steps: each system on a
     worker of it); without them one PlanStep evaluates every system here. Each sends the
-    settings file within itself; a step with nothing to do leaves no trace (``quiet_build``)."""
+    settings file within itself; a step with nothing to do leaves no trace (``lean_build``)."""
     settings = loaded.settings
     f = util.BuildFactory()
     f.buildClass = plan_build_class(settings.flake.repo)
