@@ -1,9 +1,10 @@
 """Jobs in dependency order (issue 13), with a real master, its worker processes and Nix.
 
-In the fixture, relibc -> base -> sysroot are jobs of one stage. relibc is made slow:
-started together, base's build would build relibc too (or wait on Nix's lock for it).
-The stage starts base once relibc's job has ended, and sysroot after base. When relibc
-fails, base and sysroot are reported as not built, naming it, and never reach a worker.
+In the fixture, relibc -> base -> sysroot are jobs of one stage, and ion, of the next
+stage, needs sysroot. relibc is made slow: started together, base's build would build
+relibc too (or wait on Nix's lock for it). The stage starts base once relibc's job has
+ended, and sysroot after base. When relibc fails, base and sysroot are reported as not
+built, naming it, and so is ion in the next stage; none of them reaches a worker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from buildbot.process.results import FAILURE, SKIPPED, SUCCESS
 from redox_ci.fixture import commit_all
 from tests.master_support import job_field, running_master, slow_package
 
-RELIBC, BASE, SYSROOT = "x86_64-linux.relibc", "x86_64-linux.base", "x86_64-linux.sysroot"
+RELIBC, BASE, SYSROOT, ION = "x86_64-linux.relibc", "x86_64-linux.base", "x86_64-linux.sysroot", "x86_64-linux.ion"
 # Long enough that a job started beside relibc's would start before it ended (whole seconds).
 RELIBC_SECONDS = 3
 # No VM boots, and no poller builds: only the forced ones run.
@@ -33,7 +34,7 @@ def master(tmp_path_factory):
 
 
 def forced_jobs(master, revision: str = "") -> dict[str, dict]:
-    plan = master.forced_build(master.force(attrs="relibc base sysroot", systems=["x86_64-linux"],
+    plan = master.forced_build(master.force(attrs="relibc base sysroot ion", systems=["x86_64-linux"],
                                             revision=revision, reason="dependency order"))
     return master.jobs(plan["buildid"])
 
@@ -41,7 +42,8 @@ def forced_jobs(master, revision: str = "") -> dict[str, dict]:
 @pytest.mark.e2e
 def test_a_job_starts_after_the_jobs_it_needs_have_ended(master):
     jobs = forced_jobs(master)
-    assert {name: b["results"] for name, b in jobs.items()} == {RELIBC: SUCCESS, BASE: SUCCESS, SYSROOT: SUCCESS}
+    assert {name: b["results"] for name, b in jobs.items()} == {RELIBC: SUCCESS, BASE: SUCCESS, SYSROOT: SUCCESS,
+                                                                ION: SUCCESS}
     assert job_field(jobs[BASE], "after") == [RELIBC]
     assert job_field(jobs[SYSROOT], "after") == [BASE, RELIBC]
     relibc, base, sysroot = jobs[RELIBC], jobs[BASE], jobs[SYSROOT]
@@ -62,8 +64,10 @@ def test_the_jobs_that_need_a_failed_job_are_reported_not_built(master):
     flake.write_text(text)
     revision = commit_all(master.setup.repo, "relibc breaks")
     jobs = forced_jobs(master, revision)
-    assert {name: b["results"] for name, b in jobs.items()} == {RELIBC: FAILURE, BASE: SKIPPED, SYSROOT: SKIPPED}
-    for name in (BASE, SYSROOT):
-        assert RELIBC in job_field(jobs[name], "reason") and "did not succeed" in job_field(jobs[name], "reason")
+    assert {name: b["results"] for name, b in jobs.items()} == {RELIBC: FAILURE, BASE: SKIPPED, SYSROOT: SKIPPED,
+                                                                ION: SKIPPED}
+    for name, needed in ((BASE, RELIBC), (SYSROOT, RELIBC), (ION, SYSROOT)):
+        assert needed in job_field(jobs[name], "reason") and "did not succeed" in job_field(jobs[name], "reason")
         assert "build" not in [s["name"] for s in master.steps(jobs[name]["buildid"])]
         assert jobs[name]["state_string"].startswith("skipped"), jobs[name]["state_string"]
+

@@ -95,6 +95,10 @@ class StageJob:
                                     "(a worker's systems or emulated_systems)")
 
 
+# The plan build's property that names its jobs that did not succeed, stage after stage.
+UNSUCCESSFUL_PROPERTY = "unsuccessful_jobs"
+
+
 def job_waves(jobs: list[StageJob]) -> list[list[StageJob]]:
     """Pure: ``jobs`` in the waves they start in; a job's wave comes after the waves of the
     jobs among ``jobs`` it needs (``Job.after``). Order within a wave is kept."""
@@ -163,15 +167,23 @@ class TriggerStage(ShortRepr, steps.Trigger):
         cached = self.cached_jobs()
         if cached:
             await self.addCompleteLog("cached", "\n".join(j.name for j in cached))
-        results, unsuccessful = SUCCESS, set()
+        results, unsuccessful = SUCCESS, set(self.getProperty(UNSUCCESSFUL_PROPERTY) or [])
         for wave in job_waves([s for s in self.stage_jobs() if s.job.status != JobStatus.CACHED]):
             self._wave = [needing_unsuccessful(s, unsuccessful) for s in wave]
             self._wave_results = []
             results = worst_status(results, await super().run())
             if self.ended:
                 return CANCELLED
-            unsuccessful |= {s.job.name for s, r in zip(self._wave, self._wave_results) if r not in (SUCCESS, WARNINGS)}
+            unsuccessful |= {s.job.name for s, r in zip(self._wave, self._wave_results)
+                             if not self.built(s) or r not in (SUCCESS, WARNINGS)}
+        # For the later stages: a job there that needs one of these is not built either.
+        self.setProperty(UNSUCCESSFUL_PROPERTY, sorted(unsuccessful), "TriggerStage")
         return results
+
+    def built(self, stage_job: StageJob) -> bool:
+        """Whether ``stage_job`` goes to a builder of its own; the rest are reported (and a
+        reported job's buildset says SUCCESS: Buildbot ranks SKIPPED below it)."""
+        return stage_job.job.status == JobStatus.BUILD and stage_job.route in self.job_schedulers
 
     def worstStatus(self, overall_results, rclist, unimportant_brids):
         # One result per scheduler call, in the order of getSchedulersAndProperties: one a job.
@@ -189,11 +201,9 @@ class TriggerStage(ShortRepr, steps.Trigger):
             job = s.job
             if job.status == JobStatus.CACHED:
                 continue
-            sched = self.job_schedulers.get(s.route)
-            if job.status == JobStatus.BUILD and sched is None:
+            if job.status == JobStatus.BUILD and not self.built(s):
                 job = replace(job, status=JobStatus.SKIPPED, reason=s.no_worker)
-            if job.status != JobStatus.BUILD:
-                sched = self.report_scheduler
+            sched = self.job_schedulers[s.route] if self.built(s) else self.report_scheduler
             # Which scheduler started the plan: only the commits' keep their outputs (jobs.build_args).
             extra = {**s.extra, "plan_scheduler": self.getProperty("scheduler")}
             out.append({"sched_name": sched, "props_to_set": job_properties(job, flake, extra),
