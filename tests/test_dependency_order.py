@@ -21,8 +21,7 @@ from tests.master_support import job_field, running_master, slow_package
 RELIBC, BASE, SYSROOT, ION = "x86_64-linux.relibc", "x86_64-linux.base", "x86_64-linux.sysroot", "x86_64-linux.ion"
 # Long enough that a job started beside relibc's would start before it ended (whole seconds).
 RELIBC_SECONDS = 3
-# No VM boots, and no poller builds: only the forced ones run.
-SETTINGS = "[boot]\nenabled = false\n"
+# No poller builds: only the forced ones run.
 POLL_NEVER_SECONDS = 10**7
 
 
@@ -30,11 +29,11 @@ POLL_NEVER_SECONDS = 10**7
 def master(tmp_path_factory):
     yield from running_master(tmp_path_factory, "dependency-order", edit_flake=slow_package(RELIBC_SECONDS, "relibc"),
                               worker_kind="remote", systems=["x86_64-linux"], max_builds=2,
-                              poll_interval=POLL_NEVER_SECONDS, extra_toml=SETTINGS)
+                              poll_interval=POLL_NEVER_SECONDS)
 
 
-def forced_jobs(master, revision: str = "") -> dict[str, dict]:
-    plan = master.forced_build(master.force(attrs="relibc base sysroot ion", systems=["x86_64-linux"],
+def forced_jobs(master, revision: str = "", attrs: str = "relibc base sysroot ion") -> dict[str, dict]:
+    plan = master.forced_build(master.force(attrs=attrs, systems=["x86_64-linux"],
                                             revision=revision, reason="dependency order"))
     return master.jobs(plan["buildid"])
 
@@ -70,4 +69,10 @@ def test_the_jobs_that_need_a_failed_job_are_reported_not_built(master):
         assert needed in job_field(jobs[name], "reason") and "did not succeed" in job_field(jobs[name], "reason")
         assert "build" not in [s["name"] for s in master.steps(jobs[name]["buildid"])]
         assert jobs[name]["state_string"].startswith("skipped"), jobs[name]["state_string"]
-
+    # The image needs relibc (through initfs and base): neither it nor its boot is built.
+    jobs = forced_jobs(master, revision, attrs="relibc redox-minimal bootloader")
+    assert {name: b["results"] for name, b in jobs.items() if name != "x86_64-linux.boot-cloud-hypervisor"} == {
+        RELIBC: FAILURE, "x86_64-linux.redox-minimal": SKIPPED, "x86_64-linux.bootloader": SUCCESS,
+        "x86_64-linux.boot-qemu": SKIPPED}
+    assert "it needs x86_64-linux.redox-minimal, which did not succeed" in job_field(
+        jobs["x86_64-linux.boot-qemu"], "reason")

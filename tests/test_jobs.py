@@ -78,6 +78,8 @@ def test_boot_jobs_follow_the_image_and_bootloader():
     ch = jobs["boot-cloud-hypervisor"]
     assert ch.job.status == "build" and ch.route == "x86_64-linux/cloud-hypervisor"
     assert ch.extra["boot"]["image_paths"] == [f"/nix/store/{'o' * 32}-diskImage"] and "kvm" in ch.no_worker
+    # Booted only if the image's job succeeded (TriggerStage, needing_unsuccessful).
+    assert ch.job.after == ["x86_64-linux.diskImage"]
 
 
 def test_a_job_build_carries_the_job_as_one_property():

@@ -71,8 +71,12 @@ def boot_jobs(plan: Plan, boot: BootSettings) -> list[StageJob]:
                     status, reason = JobStatus.SKIPPED, f"no disk image: {image.reason}"
                 elif vmm == "qemu" and (loader is None or loader.status not in ready):
                     status, reason = JobStatus.SKIPPED, f"no {boot.bootloader_attr} for {system}, which QEMU boots"
+                # Not booted when the image (or QEMU's bootloader) was to be built and was not.
+                needed = [image, loader] if vmm == "qemu" else [image]
+                after = [j.name for j in needed if j is not None and j.status == JobStatus.BUILD]
                 jobs.append(StageJob(
-                    Job(boot_job_attr(vmm, attr, boot.image_attr), system, BOOT_STAGE, None, False, status, reason),
+                    Job(boot_job_attr(vmm, attr, boot.image_attr), system, BOOT_STAGE, None, False, status, reason,
+                        after=after),
                     route=f"{system}/{vmm}",
                     no_worker=f"no worker runs {system} VMs" + (f" with the {capability} capability" if capability else ""),
                     extra={BOOT_PROPERTY: {"vmm": vmm, "image_attr": attr, "image_paths": list(image.outputs),
