@@ -57,6 +57,8 @@ PROFILE_LINES = 40
 # Kinds of database operation shown, the most frequent first.
 DB_LINES = 25
 TARGET_RATIO = 2.0
+# Issue 13: what a job may cost beyond its build, on this 2-core machine.
+TARGET_OVERHEAD_SECONDS = 0.15
 SUCCESS = 0
 
 
@@ -282,8 +284,9 @@ def report(args, times: dict[str, list[float]]) -> None:
     print(timing_line("forced pipeline, master + worker", times["pipeline"]))
     print(f"  {'ratio pipeline / nix build':44}: {ratio:7.2f}x  (target <= {TARGET_RATIO:.0f}x: "
           f"{'met' if ratio <= TARGET_RATIO else 'MISSED'})")
-    print(f"  {f'overhead per job (pipeline - nix) / {args.attrs}':44}: "
-          f"{(med['pipeline'] - med['nix']) / args.attrs:7.3f} s")
+    overhead = (med["pipeline"] - med["nix"]) / args.attrs
+    print(f"  {f'overhead per job (pipeline - nix) / {args.attrs}':44}: {overhead:7.3f} s  "
+          f"(target <= {TARGET_OVERHEAD_SECONDS} s: {'met' if overhead <= TARGET_OVERHEAD_SECONDS else 'MISSED'})")
 
 
 if __name__ == "__main__":
