@@ -61,7 +61,8 @@ def test_a_stage_starts_its_jobs_and_reports_the_rest():
     assert started["aarch64-linux.cookbook"]["sched_name"] == "redox/report"
     # A system no worker builds: the job is reported skipped with the reason.
     step = stage_step("host-tools", {}, "redox/report", **props)
-    started = {t["props_to_set"]["virtual_builder_name"]: t["props_to_set"] for t in step.scheduler_calls(step.stage_jobs())}
+    calls = step.scheduler_calls(step.stage_jobs())
+    started = {t["props_to_set"]["virtual_builder_name"]: t["props_to_set"] for t in calls}
     assert started["x86_64-linux.redoxfs"]["job"]["status"] == "skipped"
     assert started["x86_64-linux.redoxfs"]["job"]["reason"].startswith("no worker builds x86_64-linux, natively or by")
 

@@ -112,7 +112,8 @@ def job_waves(jobs: list[StageJob]) -> list[list[StageJob]]:
                 level[s.job.name], changed = max(deps), True
         if not changed:
             break
-    return [w for w in ([s for s in jobs if level[s.job.name] == n] for n in range(max(level.values(), default=-1) + 1)) if w]
+    waves = [[s for s in jobs if level[s.job.name] == n] for n in range(max(level.values(), default=-1) + 1)]
+    return [w for w in waves if w]
 
 
 def needing_unsuccessful(stage_job: StageJob, unsuccessful: set[str]) -> StageJob:
