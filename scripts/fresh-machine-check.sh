@@ -59,9 +59,9 @@ unshare --mount --pid --fork --kill-child -- /bin/bash -c '
   pivot_root . .old-root
   umount -l /.old-root
   rmdir /.old-root
-  # test.sh is PID 1 of the namespace and reaps no orphans, as a container's or a CI runner's
-  # PID 1 may not: the tests adopt the daemons they start and reap them themselves
-  # (tests.support.adopt_orphans).
+  # test.sh is PID 1 of the namespace and reaps no orphans, as the PID 1 of a container or of
+  # a CI runner may not: the tests adopt the daemons they start and reap them themselves
+  # (tests.support.adopt_orphans). No apostrophe in this quoted script.
   cd /work/redox-ci
   exec /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
