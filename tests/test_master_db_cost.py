@@ -61,40 +61,39 @@ def test_only_new_or_changed_properties_are_written():
     assert changed_properties(stored, rendered) == {"buildnumber": (1, "Builder"), "build_result": ({}, "BuildJob")}
 
 
-def remove_listener():
-    if sa.event.contains(sa.pool.Pool, "connect", sqlite._on_connect):
-        sa.event.remove(sa.pool.Pool, "connect", sqlite._on_connect)
+@pytest.fixture
+def keepers():
+    sqlite.release()
+    yield
     sqlite.release()
 
 
-@pytest.fixture
-def no_listener():
-    """Before and after: a test that builds a master's configuration in this process
-    (``build_config`` with an SQLite database) leaves the listener on every pool."""
-    remove_listener()
-    yield
-    remove_listener()
+def synchronous(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("pragma synchronous").scalar()
 
 
-def synchronous(tmp_path) -> int:
+def test_postgresql_is_left_alone():
+    assert sqlite.services("postgresql://buildbot@localhost/buildbot") == []
+    engine = sa.create_engine("postgresql://buildbot@localhost/buildbot")
+    sqlite.relax_engine(engine)
+    assert not sa.event.contains(engine, "connect", sqlite._on_connect)
+
+
+def test_sqlite_commits_with_synchronous_normal_on_its_engine_only(keepers, tmp_path):
+    assert [type(s) for s in sqlite.services("sqlite:///state.sqlite")] == [sqlite.RelaxedSqliteCommits]
     engine = enginestrategy.create_engine("sqlite:///state.sqlite", basedir=str(tmp_path))
+    other = enginestrategy.create_engine("sqlite:///other.sqlite", basedir=str(tmp_path))
     try:
-        with engine.connect() as conn:
-            return conn.exec_driver_sql("pragma synchronous").scalar()
+        sqlite.relax_engine(engine)
+        sqlite.relax_engine(engine)  # a reconfiguration adds no second listener
+        assert synchronous(engine) == SYNCHRONOUS_NORMAL
+        # Another engine in the process (a test's, a tool's) commits as SQLite's default.
+        assert synchronous(other) == SYNCHRONOUS_FULL
     finally:
         engine.dispose()
-
-
-def test_postgresql_is_left_alone(no_listener, tmp_path):
-    sqlite.relax_commits("postgresql://buildbot@localhost/buildbot")
-    assert not sa.event.contains(sa.pool.Pool, "connect", sqlite._on_connect)
-    assert synchronous(tmp_path) == SYNCHRONOUS_FULL
-
-
-def test_sqlite_commits_with_synchronous_normal(no_listener, tmp_path):
-    sqlite.relax_commits("sqlite:///state.sqlite")
-    sqlite.relax_commits("sqlite:///state.sqlite")  # a reconfiguration adds no second listener
-    assert synchronous(tmp_path) == SYNCHRONOUS_NORMAL
+        other.dispose()
     # The keeper holds the WAL open: the closed connection left it in place.
     assert str(tmp_path / "state.sqlite") in sqlite._keepers and (tmp_path / "state.sqlite-wal").exists()
+    assert str(tmp_path / "other.sqlite") not in sqlite._keepers
     assert sqlite.is_sqlite("sqlite+pysqlite:///x") and not sqlite.is_sqlite("postgresql+psycopg2://h/db")

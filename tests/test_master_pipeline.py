@@ -342,3 +342,10 @@ def test_a_system_only_a_second_worker_builds_is_evaluated_there(two_workers):
     assert names.count("evaluate") == 1 and names.count("evaluate here") == 1
     log = master.step_logs(build["buildid"], "plan")["evaluated on"]
     assert f"{system:14} a worker of it" in log and "the plan build's worker" in log
+
+
+@pytest.mark.e2e
+def test_the_masters_sqlite_keeps_its_wal_open_between_operations(forced, master):
+    """The master's own engine has redox_ci.master.sqlite's keeper: with every operation's
+    connection closed, the WAL stays (without it, the last close checkpoints and deletes it)."""
+    assert (master.setup.master_dir / "state.sqlite-wal").exists()

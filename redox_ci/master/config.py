@@ -23,7 +23,6 @@ from .workers import make_workers
 def build_config(loaded: LoadedSettings) -> dict:
     settings = loaded.settings
     secrets = load_secrets(loaded)
-    sqlite.relax_commits(settings.database.url)
     # The plan build's steps that start the stages' jobs and the boots.
     stage_steps = [*jobs.stage_steps(loaded), *boot.stage_steps(loaded)]
     c: dict = {
@@ -56,7 +55,8 @@ def build_config(loaded: LoadedSettings) -> dict:
             *boot.schedulers(loaded),
             *repro.schedulers(loaded),
         ],
-        "services": [batched_build_properties(), *pipeline.services(), *jobs.services(loaded),
+        "services": [batched_build_properties(), *sqlite.services(settings.database.url),
+                     *pipeline.services(), *jobs.services(loaded),
                      *github_status.services(loaded, stage_steps),
                      *metrics.services(loaded)],
         "www": www.www_config(settings, secrets.users,

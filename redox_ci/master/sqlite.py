@@ -13,6 +13,9 @@ when the disk is busy: 0.075 ms with both changes below (a loop of one-row trans
 - ``synchronous = NORMAL``: a commit is in the WAL at once and reaches the disk at the
   next checkpoint.
 
+Both on the engine Buildbot made for the master's database (a service, once it exists),
+not on SQLAlchemy's pools at large: another engine in the process is left alone.
+
 The trade-off, for SQLite only: a power cut or a crash of the machine (not of the master:
 a killed master loses nothing) may lose the last commits, which the restart clean-up then
 treats as builds that never finished; the database stays consistent. PostgreSQL
@@ -24,6 +27,8 @@ from __future__ import annotations
 import sqlite3
 
 import sqlalchemy as sa
+from buildbot.util import service
+from twisted.internet import defer
 
 PRAGMA = "pragma synchronous = NORMAL"
 # Database file -> its keeper connection (one per file, for the process's life).
@@ -66,9 +71,28 @@ def _on_connect(dbapi_connection, _record) -> None:
         keep_open(database_file(dbapi_connection))
 
 
-def relax_commits(url: str) -> None:
-    """For an SQLite ``url``: every SQLite connection the master opens commits with
-    ``synchronous = NORMAL``, and its database file gets a keeper (a listener on
-    SQLAlchemy's pools; idempotent, so a reconfiguration adds none)."""
-    if is_sqlite(url) and not sa.event.contains(sa.pool.Pool, "connect", _on_connect):
-        sa.event.listen(sa.pool.Pool, "connect", _on_connect)
+def relax_engine(engine: sa.engine.Engine) -> None:
+    """Every connection ``engine`` opens from now on commits with ``synchronous = NORMAL``
+    and gives its database file a keeper; other engines are left alone. Idempotent, and
+    nothing for an engine of another database."""
+    if engine.dialect.name == "sqlite" and not sa.event.contains(engine, "connect", _on_connect):
+        sa.event.listen(engine, "connect", _on_connect)
+
+
+class RelaxedSqliteCommits(service.BuildbotService):
+    """Applies ``relax_engine`` to the engine Buildbot made for the master's own database,
+    once it exists (the few operations before, at start, commit as SQLite's default)."""
+
+    name = "redox-ci-sqlite-commits"
+
+    @defer.inlineCallbacks
+    def startService(self):
+        yield super().startService()
+        relax_engine(self.master.db.pool.engine)
+        # One operation now, so the keeper holds the WAL open from the start.
+        yield self.master.db.pool.do(lambda _conn: None)
+
+
+def services(url: str) -> list:
+    """The master's services for its database ``url``: the tuning for SQLite only."""
+    return [RelaxedSqliteCommits()] if is_sqlite(url) else []
