@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.support import alive, requires, wait_for
+from tests.support import alive, group_members, requires, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = ROOT / "fixtures" / "boot" / "transcripts"
@@ -46,21 +46,6 @@ def make_image(path: Path, size: int = 1 << 20) -> Path:
         f.truncate(size)
     path.chmod(0o444)
     return path
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes in process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
 
 
 def assert_vm_gone(pid: int | None) -> None:

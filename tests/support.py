@@ -82,6 +82,22 @@ def alive(pid: int) -> bool:
     return state is not None
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (zombies are not: killpg(pgid, 0) finds a group
+    of zombies too)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
 def wait_for(what: str, check, timeout: float, step: float = 0.5):
     """Wait for a condition a test needs before acting (not a measurement); return its value."""
     deadline = time.monotonic() + timeout

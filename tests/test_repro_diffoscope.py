@@ -10,7 +10,7 @@ import pytest
 
 from redox_ci.repro.diffoscope import (HTML_PAGE_OVERHEAD_BYTES, TRUNCATION_NOTE, _stop_group, cap_file,
                                        diffoscope_command, report_stem, run_diffoscope)
-from tests.support import requires, wait_for
+from tests.support import group_members, requires, wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -131,8 +131,4 @@ def test_stop_group_kills_the_children_too():
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return bool(group_members(pgid))
