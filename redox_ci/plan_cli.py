@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, NixError, UsageError
 from .outcome import Outcome
 
 # The handlers import the settings (pydantic) and the planner when they run: a job's
@@ -141,7 +141,6 @@ def _in_dependency_order(plan: Plan) -> Plan:
     from one ``nix path-info --recursive`` over the derivations this host evaluated. Without
     it (a store query that fails) the jobs are unordered, as the log says."""
     from . import nix
-    from .errors import NixError
     from .plan import JobStatus, with_dependencies
     drvs = [j.drv for j in plan.jobs if j.status == JobStatus.BUILD and j.drv]
     if len(drvs) < 2:
