@@ -49,6 +49,9 @@ def test_a_job_starts_after_the_jobs_it_needs_have_ended(master):
     assert relibc["complete_at"] - relibc["started_at"] >= RELIBC_SECONDS
     assert base["started_at"] >= relibc["complete_at"], (relibc, base)
     assert sysroot["started_at"] >= base["complete_at"], (base, sysroot)
+    # The build step's log has the command and Nix's output, not the worker's environment.
+    stdio = master.step_logs(base["buildid"], "build")["stdio"]
+    assert "redox-ci" in stdio and "environment:" not in stdio and "PATH=" not in stdio
     # Each job its own builder in the web UI, with its system and stage as tags.
     builder = [b for b in master.api("builders")["builders"] if b["name"] == BASE][0]
     assert set(builder["tags"]) == {"x86_64-linux", "cross-system", "_virtual_"}, builder
